@@ -1,0 +1,218 @@
+"""The second half of ingest: per shard, resolve what needed the whole input, then write MEDS.
+
+Workers could not know everything while reading files in parallel: whether a subject's Patient
+was ever read, which copy of a duplicated resource came first, the code of a Medication kept in
+another file, the start of the encounter a timeless Condition belongs to. Every subject's events
+sit in one spill bucket, so each of these is a Polars join inside one shard. Resources that fail
+are rejected whole, with the file and line they came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from ehrfm import schema
+from ehrfm.ingest.config import SPILL_BUCKETS, IngestConfig
+from ehrfm.ingest.events import (
+    MEDICATION_REF,
+    NEEDS_ENCOUNTER_TIME,
+    PATIENT,
+    SEQ,
+    SRC_ENTRY,
+    SRC_FILE,
+)
+from ehrfm.ingest.sources import location_text
+from ehrfm.ingest.worker import REJECT_SCHEMA
+
+_RESOURCE_KEY = [SRC_FILE, SRC_ENTRY]
+
+
+@dataclass
+class FinalizeResult:
+    written: Counter[str] = field(default_factory=Counter)  # resources with events, by type
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events: int = 0
+    shards: list[str] = field(default_factory=list)
+    codes: set[str] = field(default_factory=set)
+
+
+def read_patients(tmp: Path) -> pl.DataFrame:
+    """Every Patient read, first copy wins; raises if two ids ever hash to one subject_id."""
+    parts = sorted((tmp / "patients").glob("*.parquet"))
+    if not parts:
+        return pl.DataFrame(schema={"patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64()})
+    patients = (
+        pl.read_parquet(parts)
+        .sort(_RESOURCE_KEY)
+        .unique("patient_id", keep="first", maintain_order=True)
+        .select("patient_id", schema.SUBJECT_ID)
+    )
+    clash = patients.group_by(schema.SUBJECT_ID).agg(pl.col("patient_id")).filter(pl.col("patient_id").list.len() > 1)
+    if clash.height:
+        raise RuntimeError(f"subject_id hash collision between Patient ids {clash.row(0)[1]}; please report this")
+    return patients
+
+
+def _read_medications(tmp: Path) -> pl.DataFrame:
+    parts = sorted((tmp / "medications").glob("*.parquet"))
+    if not parts:
+        return pl.DataFrame(schema={"medication_id": pl.String(), "_med_code": pl.String()})
+    return (
+        pl.read_parquet(parts)
+        .sort(_RESOURCE_KEY)
+        .unique("medication_id", keep="first", maintain_order=True)
+        .select("medication_id", pl.col("code").alias("_med_code"))
+    )
+
+
+def medication_descriptions(tmp: Path) -> dict[str, str]:
+    parts = sorted((tmp / "medications").glob("*.parquet"))
+    if not parts:
+        return {}
+    frame = pl.read_parquet(parts).drop_nulls("description").unique("code", keep="first")
+    return dict(zip(frame["code"].to_list(), frame["description"].to_list()))
+
+
+def plan_shards(tmp: Path, config: IngestConfig) -> list[list[Path]]:
+    """Spill files of each output shard; bucket b goes to shard b % num_shards."""
+    bucket_files = {
+        b: sorted((tmp / "events" / f"bucket={b}").glob("*.parquet")) for b in range(SPILL_BUCKETS)
+    }
+    if config.num_shards == "auto":
+        files = [f for fs in bucket_files.values() for f in fs]
+        total = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
+        num_shards = max(1, min(SPILL_BUCKETS, math.ceil(total / config.events_per_shard)))
+    else:
+        num_shards = int(config.num_shards)
+    shards: list[list[Path]] = [[] for _ in range(num_shards)]
+    for bucket, files in bucket_files.items():
+        shards[bucket % num_shards].extend(files)
+    return shards
+
+
+def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) -> tuple[FinalizeResult, pl.DataFrame]:
+    """Write ``data/<k>.parquet`` for every non-empty shard; return counts and finalize rejects."""
+    result = FinalizeResult()
+    patients = read_patients(tmp)
+    medications = _read_medications(tmp)
+    file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
+                              schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
+    rejects: list[pl.DataFrame] = []
+    data_dir = output / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for shard_index, shard_files in enumerate(plan_shards(tmp, config)):
+        if not shard_files:
+            continue
+        events = pl.read_parquet(shard_files)
+        events, shard_rejects = _resolve(events, patients, medications, files)
+        rejects.extend(shard_rejects)
+        if events.height == 0:
+            continue
+        events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
+        written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
+        result.written.update(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
+        result.codes.update(events[schema.CODE].unique().to_list())
+        table = schema.to_meds_table(events.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
+        path = data_dir / f"{shard_index}.parquet"
+        pq.write_table(table, path)
+        result.shards.append(path.name)
+        result.events += table.num_rows
+    reject_frame = _reject_rows(rejects, file_names)
+    for row in reject_frame.group_by("resource_type", "reason").len().iter_rows():
+        result.rejected[(row[0], row[1])] += row[2]
+    return result, reject_frame
+
+
+def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataFrame,
+             files: list[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Apply the whole-input checks in a fixed order; each rejected resource gets one reason."""
+    rejects: list[pl.DataFrame] = []
+
+    def reject(keys: pl.DataFrame, reason: str, detail: pl.Expr) -> None:
+        nonlocal events
+        if keys.height == 0:
+            return
+        keys = keys.select(_RESOURCE_KEY).unique()
+        rows = (
+            events.join(keys, on=_RESOURCE_KEY, how="semi")
+            .group_by(_RESOURCE_KEY)
+            .agg(pl.all().first())
+            .select(*_RESOURCE_KEY, schema.RESOURCE_TYPE, schema.RESOURCE_ID,
+                    pl.lit(reason).alias("reason"), detail.alias("detail"))
+        )
+        rejects.append(rows)
+        events = events.join(keys, on=_RESOURCE_KEY, how="anti")
+
+    # 1. Duplicate resources: the copy read first (file order, then position) wins.
+    copies = (
+        events.filter(pl.col(schema.RESOURCE_ID).is_not_null())
+        .select(schema.RESOURCE_TYPE, schema.RESOURCE_ID, *_RESOURCE_KEY)
+        .unique()
+        .sort(_RESOURCE_KEY)
+        .with_columns(
+            pl.col(SRC_FILE).first().over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_first_file"),
+            pl.col(SRC_ENTRY).first().over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_first_entry"),
+            pl.int_range(pl.len()).over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_copy"),
+        )
+        .filter(pl.col("_copy") > 0)
+    )
+    if copies.height:
+        details = [
+            f"{kind}/{rid} was already read from {files[f]} ({location_text(files[f], e)})"
+            for kind, rid, f, e in copies.select(schema.RESOURCE_TYPE, schema.RESOURCE_ID, "_first_file",
+                                                 "_first_entry").iter_rows()
+        ]
+        copies = copies.with_columns(pl.Series("_duplicate_of", details, dtype=pl.String()))
+        events = events.join(copies.select(*_RESOURCE_KEY, "_duplicate_of"), on=_RESOURCE_KEY, how="left")
+        reject(copies, "duplicate resource", pl.col("_duplicate_of"))
+        events = events.drop("_duplicate_of")
+
+    # 2. Subjects whose Patient resource never came.
+    orphans = events.join(patients.select(schema.SUBJECT_ID), on=schema.SUBJECT_ID, how="anti")
+    reject(orphans, "unknown patient",
+           pl.format("refers to Patient/{}, which is not in the input", pl.col(PATIENT)))
+
+    # 3. Medications referenced by id, resolved against every Medication resource read.
+    pending = events.filter(pl.col(MEDICATION_REF).is_not_null())
+    if pending.height:
+        events = events.join(medications, left_on=MEDICATION_REF, right_on="medication_id", how="left")
+        missing = events.filter(pl.col(MEDICATION_REF).is_not_null() & pl.col("_med_code").is_null())
+        reject(missing, "unresolved medication",
+               pl.format("medicationReference Medication/{} is not in the input", pl.col(MEDICATION_REF)))
+        events = events.with_columns(pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE)).drop("_med_code")
+
+    # 4. Times taken from the start of the resource's encounter.
+    if events[NEEDS_ENCOUNTER_TIME].any():
+        starts = (
+            events.filter(pl.col(schema.CODE).str.starts_with(schema.VISIT_START_PREFIX + "/"))
+            .group_by(schema.SUBJECT_ID, schema.ENCOUNTER_ID)
+            .agg(pl.col(schema.TIME).min().alias("_encounter_start"))
+        )
+        events = events.join(starts, on=[schema.SUBJECT_ID, schema.ENCOUNTER_ID], how="left")
+        events = events.with_columns(
+            pl.when(pl.col(NEEDS_ENCOUNTER_TIME)).then(pl.col("_encounter_start"))
+            .otherwise(pl.col(schema.TIME)).alias(schema.TIME)
+        )
+        missing = events.filter(pl.col(NEEDS_ENCOUNTER_TIME) & pl.col(schema.TIME).is_null())
+        reject(missing, "missing time",
+               pl.format("no time of its own, and Encounter/{} of this patient was not found",
+                         pl.col(schema.ENCOUNTER_ID)))
+        events = events.drop("_encounter_start")
+    return events, rejects
+
+
+def _reject_rows(rejects: list[pl.DataFrame], file_names: pl.DataFrame) -> pl.DataFrame:
+    if not rejects:
+        return pl.DataFrame(schema=REJECT_SCHEMA)
+    frame = pl.concat(rejects, how="vertical_relaxed").join(file_names, on=SRC_FILE, how="left")
+    locations = [location_text(path, position) for path, position in zip(frame["source_file"], frame[SRC_ENTRY])]
+    return frame.with_columns(
+        pl.Series("location", locations, dtype=pl.String()),
+        pl.lit(None, dtype=pl.String()).alias("excerpt"),
+    ).select(list(REJECT_SCHEMA))

@@ -1,0 +1,62 @@
+"""Patient: birth, sex, race / ethnicity (US Core extensions), death as an event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ehrfm import schema
+from ehrfm.ingest.events import EventEmitter, Reject
+from ehrfm.ingest.vocabulary import code_from_coding
+
+_RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+_ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
+_BIRTHSEX_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
+
+
+def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
+    if not out.resource_id:
+        raise Reject("no id", "Patient has neither an id nor a Bundle fullUrl, so nothing can refer to it")
+    out.set_patient(out.resource_id)
+    out.register_patient()
+
+    gender = resource.get("gender") or "unknown"
+    out.emit(f"GENDER/{gender}", None, description=f"Administrative gender: {gender}")
+    birth = resource.get("birthDate")
+    if birth is not None:
+        out.emit(schema.BIRTH_CODE, out.time(birth, "birthDate", start=True), description="Birth")
+
+    for extension in resource.get("extension") or ():
+        if not isinstance(extension, dict):
+            continue
+        url = extension.get("url")
+        if url == _RACE_URL:
+            _emit_omb_categories(extension, "RACE", out)
+        elif url == _ETHNICITY_URL:
+            _emit_omb_categories(extension, "ETHNICITY", out)
+        elif url == _BIRTHSEX_URL and extension.get("valueCode"):
+            sex = extension["valueCode"]
+            out.emit(f"BIRTHSEX/{sex}", None, description=f"Birth sex: {sex}")
+
+    if resource.get("deceasedDateTime") is not None:
+        out.emit(schema.DEATH_CODE, out.time(resource["deceasedDateTime"], "deceasedDateTime"),
+                 description="Death")
+    elif resource.get("deceasedBoolean") is True:
+        # Known dead, time unknown: a static fact rather than an invented date.
+        out.emit(schema.DEATH_CODE, None, description="Death")
+
+
+def _emit_omb_categories(extension: dict[str, Any], prefix: str, out: EventEmitter) -> None:
+    emitted = False
+    text = None
+    for part in extension.get("extension") or ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("url") in ("ombCategory", "detailed") and isinstance(part.get("valueCoding"), dict):
+            coding = part["valueCoding"]
+            if coding.get("code"):
+                out.emit(f"{prefix}/{coding['code']}", None, description=coding.get("display"))
+                emitted = True
+        elif part.get("url") == "text":
+            text = part.get("valueString")
+    if not emitted and text:
+        out.emit(f"{prefix}/TEXT:{text}", None, description=text)

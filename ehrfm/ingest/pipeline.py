@@ -1,0 +1,170 @@
+"""``ingest_fhir``: FHIR R4 files in, a MEDS v0.4 dataset directory out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import shutil
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from meds import CodeMetadataSchema, DatasetMetadataSchema, SubjectSplitSchema
+
+import ehrfm
+from ehrfm import schema
+from ehrfm.ingest.config import IngestConfig
+from ehrfm.ingest.finalize import finalize, medication_descriptions, read_patients
+from ehrfm.ingest.sources import discover_files
+from ehrfm.ingest.subjects import split_for
+from ehrfm.ingest.summary import IngestSummary
+from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
+
+log = logging.getLogger(__name__)
+
+_OUTPUT_PARTS = ("data", "metadata", "rejects")
+_TMP = ".ehrfm_tmp"
+
+
+def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSummary:
+    """Read FHIR R4 files and write a MEDS v0.4 dataset to ``output``.
+
+    ``inputs`` is a path, a glob, or a list of them (Bundle ``.json[.gz]``, Bulk ``.ndjson[.gz]``,
+    directories searched recursively). ``settings`` are the fields of :class:`IngestConfig`.
+    Returns the run's counts; every resource read is written, skipped by type, or rejected with
+    its reason in ``rejects/rejects.parquet``.
+
+    >>> import tempfile, ehrfm
+    >>> from ehrfm.resources import example_fhir_dir
+    >>> out = tempfile.mkdtemp()
+    >>> summary = ehrfm.ingest_fhir(example_fhir_dir(), out, workers=1)
+    >>> summary.balanced and summary.resources_written > 0
+    True
+    """
+    config = IngestConfig(inputs=inputs, output=str(output), **settings)
+    return run_ingest(config)
+
+
+def run_ingest(config: IngestConfig) -> IngestSummary:
+    started = time.perf_counter()
+    files = discover_files(config.inputs)
+    output = Path(config.output)
+    _prepare_output(output, config.overwrite)
+    tmp = output / _TMP
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        batch = _map_files(files, config, tmp)
+        file_names = [str(p) for p in files]
+        final, finalize_rejects = finalize(tmp, output, file_names, config)
+        patients = read_patients(tmp)
+        descriptions = {**medication_descriptions(tmp), **batch.descriptions}
+        _write_rejects(tmp, output, finalize_rejects)
+        summary = IngestSummary.from_counts(
+            files=len(files), read=batch.read, skipped=batch.skipped,
+            rejected=batch.rejected + final.rejected, written=final.written, events=final.events,
+            subjects=patients.height, shards=len(final.shards), seconds=time.perf_counter() - started,
+            input_bytes=sum(p.stat().st_size for p in files),
+        )
+        _write_metadata(output, config, summary, patients, final.codes, descriptions)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not summary.balanced:
+        raise RuntimeError(f"ingest counts do not add up (a bug in ehrfm): {summary.totals()}")
+    return summary
+
+
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    existing = [output / part for part in _OUTPUT_PARTS if (output / part).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{output} already holds an ingest ({', '.join(p.name for p in existing)}); "
+            "pass overwrite=true to replace it or choose another output"
+        )
+    for path in existing:
+        shutil.rmtree(path)
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _batches(files: list[Path], count: int) -> list[list[tuple[int, str]]]:
+    """Split files into ``count`` batches of similar byte size, biggest files first."""
+    sized = sorted(((p.stat().st_size, i, str(p)) for i, p in enumerate(files)), reverse=True)
+    batches: list[list[tuple[int, str]]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for size, index, path in sized:
+        target = loads.index(min(loads))
+        batches[target].append((index, path))
+        loads[target] += size
+    return [sorted(b) for b in batches if b]
+
+
+def _map_files(files: list[Path], config: IngestConfig, tmp: Path) -> BatchResult:
+    workers = min(config.worker_count, len(files))
+    total = BatchResult()
+    if workers <= 1:
+        total.merge(ingest_batch(list(enumerate(map(str, files))), config, str(tmp)))
+        return total
+    # Several batches per worker keep both cores busy when file sizes are uneven. Spawned (not
+    # forked) workers: Polars' thread pool does not survive fork.
+    batches = _batches(files, workers * 4)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for result in pool.map(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
+            total.merge(result)
+    return total
+
+
+def _write_rejects(tmp: Path, output: Path, finalize_rejects: pl.DataFrame) -> None:
+    parts = sorted((tmp / "rejects").glob("*.parquet"))
+    frames = [pl.read_parquet(p) for p in parts] + [finalize_rejects]
+    rejects = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=REJECT_SCHEMA)
+    (output / "rejects").mkdir(parents=True, exist_ok=True)
+    rejects.sort("source_file", "location").write_parquet(output / "rejects" / "rejects.parquet")
+
+
+def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, patients: pl.DataFrame,
+                    codes: set[str], descriptions: dict[str, str]) -> None:
+    meta = output / "metadata"
+    meta.mkdir(parents=True, exist_ok=True)
+    dataset = {
+        "dataset_name": config.dataset_name,
+        "dataset_version": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+        "etl_name": "ehrfm.ingest",
+        "etl_version": ehrfm.__version__,
+        "meds_version": "0.4.1",
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "raw_source_id_columns": [schema.RESOURCE_ID, schema.ENCOUNTER_ID],
+        "code_modifier_columns": [schema.UNIT],
+        "other_extension_columns": [schema.RESOURCE_TYPE],
+    }
+    DatasetMetadataSchema.validate(dataset)
+    (meta / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+
+    all_codes = sorted(codes | set(descriptions))
+    code_table = pa.table({
+        "code": pa.array(all_codes, pa.string()),
+        "description": pa.array([descriptions.get(c) for c in all_codes], pa.string()),
+        "parent_codes": pa.array([None] * len(all_codes), pa.list_(pa.string())),
+    })
+    CodeMetadataSchema.validate(code_table)
+    pq.write_table(code_table, meta / "codes.parquet")
+
+    patients = patients.sort(schema.SUBJECT_ID)
+    splits = [split_for(pid, config.split_ratios) for pid in patients["patient_id"]]
+    split_table = pa.table({
+        schema.SUBJECT_ID: pa.array(patients[schema.SUBJECT_ID].to_list(), pa.int64()),
+        "split": pa.array(splits, pa.string()),
+    })
+    SubjectSplitSchema.validate(split_table)
+    pq.write_table(split_table, meta / "subject_splits.parquet")
+    patients.select(schema.SUBJECT_ID, pl.col("patient_id").alias("fhir_patient_id")).write_parquet(
+        meta / "subjects.parquet"
+    )
+    (meta / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

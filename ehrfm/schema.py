@@ -1,0 +1,65 @@
+"""Every column ehrfm reads or writes, named once with its dtype.
+
+MEDS v0.4 fixes the core columns (``subject_id``, ``time``, ``code``, ``numeric_value``,
+``text_value``); ehrfm adds a few declared extension columns that keep each event traceable to
+the FHIR resource it came from. Times are stored as MEDS requires, ``timestamp[us]`` without a
+zone; ehrfm always normalizes them to UTC first, so every ``time`` is a UTC wall-clock instant.
+
+>>> data_schema().field("time").type
+TimestampType(timestamp[us])
+>>> [c for c in EXTRA_COLUMNS]
+['resource_type', 'resource_id', 'encounter_id', 'unit']
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+from meds import DataSchema
+
+SUBJECT_ID = "subject_id"
+TIME = "time"
+CODE = "code"
+NUMERIC_VALUE = "numeric_value"
+TEXT_VALUE = "text_value"
+
+# ehrfm extension columns, declared in metadata/dataset.json.
+RESOURCE_TYPE = "resource_type"  # FHIR resourceType the event came from
+RESOURCE_ID = "resource_id"  # FHIR logical id (ImagingStudy id, DocumentReference id, ...)
+ENCOUNTER_ID = "encounter_id"  # FHIR Encounter id the event belongs to: defines visits
+UNIT = "unit"  # UCUM unit (or unit text) of numeric_value
+
+EXTRA_COLUMNS: tuple[str, ...] = (RESOURCE_TYPE, RESOURCE_ID, ENCOUNTER_ID, UNIT)
+
+# Codes ehrfm emits itself (MEDS names birth and death; the rest are ehrfm's).
+BIRTH_CODE = "MEDS_BIRTH"
+DEATH_CODE = "MEDS_DEATH"
+VISIT_START_PREFIX = "VISIT_START"  # VISIT_START/<encounter class>, at Encounter.period.start
+VISIT_END_PREFIX = "VISIT_END"  # VISIT_END/<encounter class>, at Encounter.period.end
+
+POLARS_EVENT_SCHEMA: dict[str, pl.DataType] = {
+    SUBJECT_ID: pl.Int64(),
+    TIME: pl.Datetime("us"),
+    CODE: pl.String(),
+    NUMERIC_VALUE: pl.Float32(),
+    TEXT_VALUE: pl.String(),
+    RESOURCE_TYPE: pl.String(),
+    RESOURCE_ID: pl.String(),
+    ENCOUNTER_ID: pl.String(),
+    UNIT: pl.String(),
+}
+
+
+def data_schema() -> pa.Schema:
+    """The exact Arrow schema of ``data/*.parquet``: MEDS core columns, then ehrfm extras."""
+    core = DataSchema.schema()
+    extras = [pa.field(name, pa.string()) for name in EXTRA_COLUMNS]
+    return pa.schema(list(core) + extras)
+
+
+def to_meds_table(frame: pl.DataFrame) -> pa.Table:
+    """Convert an events frame to an Arrow table with the exact MEDS dtypes (validated)."""
+    table = frame.select(list(POLARS_EVENT_SCHEMA)).to_arrow()
+    table = table.cast(data_schema())
+    DataSchema.validate(table)
+    return table
