@@ -38,7 +38,7 @@ class IngestConfig:
     split_ratios: Mapping[str, float] = field(
         default_factory=lambda: {"train": 0.8, "tuning": 0.1, "held_out": 0.1}
     )
-    skip_types: Sequence[str] = DEFAULT_SKIP_TYPES
+    skip_types: Sequence[str] | None = None  # None: DEFAULT_SKIP_TYPES
     # Valid FHIR types that have no mapper and are not in skip_types: "skip" or "reject".
     unmapped_types: str = "skip"
     strict: bool = False  # validate every resource with fhir.resources.R4B; reject what fails
@@ -66,7 +66,7 @@ class IngestConfig:
             raise ValueError(f"chunk_events must be positive, got {self.chunk_events!r}")
         self.split_ratios = dict(self.split_ratios)
         validate_ratios(self.split_ratios)
-        self.skip_types = tuple(self.skip_types)
+        self.skip_types = DEFAULT_SKIP_TYPES if self.skip_types is None else tuple(self.skip_types)
 
     @property
     def worker_count(self) -> int:

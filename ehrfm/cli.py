@@ -1,0 +1,98 @@
+"""The ``ehrfm`` command: ``ehrfm <stage> [hydra overrides]``.
+
+Each stage is a Hydra app whose primary config is ``conf/<stage>.yaml``, so every Hydra feature
+works (``key=value`` overrides, ``--cfg job``, ``-m`` sweeps, launchers). This module only
+wires stages to their functions; the work lives in the stage's sub-package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+USAGE_HEAD = """usage: ehrfm <stage> [key=value ...] [hydra flags]
+
+Foundation models on electronic health records. Stages:
+"""
+USAGE_TAIL = """
+Each stage reads conf/<stage>.yaml; override any key on the command line, e.g.
+  ehrfm ingest input=../fhir output=meds num_shards=8
+  ehrfm ingest --cfg job          (print the composed config and exit)
+  ehrfm <stage> --help            (Hydra's help for that stage)
+"""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    runner: str  # "module:function" taking the composed DictConfig
+
+    def load(self) -> Any:
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients", "ehrfm.demo:run_demo_stage"),
+        Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset", "ehrfm.ingest.stage:run_ingest_stage"),
+        Stage("tokenize", "MEDS dataset -> timed token sequences (fit or load a tokenizer)",
+              "ehrfm.tokenize.stage:run_tokenize_stage"),
+    )
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in STAGES)
+    lines = [f"  {stage.name:<{width}}  {stage.summary}" for stage in STAGES.values()]
+    return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from ehrfm import __version__
+
+        print(f"ehrfm {__version__}")
+        return 0
+    name, overrides = args[0], args[1:]
+    stage = STAGES.get(name)
+    if stage is None:
+        print(f"ehrfm: unknown stage {name!r}\n", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    return _run_hydra_stage(stage, overrides)
+
+
+def _run_hydra_stage(stage: Stage, overrides: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    from ehrfm.resources import conf_dir
+
+    runner = stage.load()
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage.name)
+    def _app(cfg: DictConfig) -> None:
+        runner(cfg)
+
+    saved = sys.argv
+    sys.argv = [f"ehrfm {stage.name}", *overrides]
+    try:
+        _app()
+    except SystemExit as exc:  # Hydra exits on its own flags (--help, --cfg) and on errors
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

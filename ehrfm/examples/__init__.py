@@ -1,0 +1,1 @@
+"""Example FHIR data that ships with ehrfm: small, synthetic, written by ehrfm itself."""

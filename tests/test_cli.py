@@ -1,0 +1,42 @@
+"""The ``ehrfm`` command: usage, stages, Hydra overrides, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ehrfm.cli import STAGES, main
+
+
+def test_no_arguments_and_help_list_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["--help"]):
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        for name in STAGES:
+            assert f"  {name}" in printed
+
+
+def test_unknown_stage_fails_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingestt"]) == 2
+    assert "unknown stage 'ingestt'" in capsys.readouterr().err
+
+
+def test_ingest_stage_takes_hydra_overrides(tmp_path: Path) -> None:
+    out = tmp_path / "meds"
+    assert main(["ingest", f"output={out}", "workers=1", "num_shards=2"]) == 0
+    summary = json.loads((out / "metadata" / "ingest_summary.json").read_text())
+    assert summary["balanced"] and summary["subjects"] == 40 and summary["shards"] <= 2
+    assert (out / "metadata" / "ingest_config.yaml").read_text().count("num_shards: 2") == 1
+    # A second run into the same place refuses instead of mixing datasets.
+    assert main(["ingest", f"output={out}", "workers=1"]) == 1
+
+
+def test_console_script_runs_in_a_subprocess(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "ehrfm.cli", "ingest", "--cfg", "job"],
+                            capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert "num_shards: auto" in result.stdout
+    assert list(tmp_path.iterdir()) == [], "Hydra must not write into the working directory"
