@@ -62,13 +62,15 @@ class EventEmitter:
 
     def __init__(self) -> None:
         self.columns: dict[str, list[Any]] = {name: [] for name in SPILL_SCHEMA}
-        self.descriptions: dict[str, str] = {}
+        # code -> (file, position, text): the description read first in input order wins, so the
+        # result does not depend on how files were spread over workers.
+        self.descriptions: dict[str, tuple[int, int, str]] = {}
         self.patients: list[tuple[str, int, int, int]] = []  # key, subject_id, file, entry
         self.medications: list[tuple[str, str, str | None, int, int]] = []
         self._begin_rows = 0
         self._begin_patients = 0
         self._begin_medications = 0
-        self._begin_descriptions: list[str] = []
+        self._begin_descriptions: list[tuple[str, tuple[int, int, str] | None]] = []
         self.bundle = BundleIndex.empty()
         self.resource_type = ""
         self.resource_id: str | None = None
@@ -105,8 +107,11 @@ class EventEmitter:
             del values[self._begin_rows:]
         del self.patients[self._begin_patients:]
         del self.medications[self._begin_medications:]
-        for code in self._begin_descriptions:
-            self.descriptions.pop(code, None)
+        for code, previous in reversed(self._begin_descriptions):
+            if previous is None:
+                self.descriptions.pop(code, None)
+            else:
+                self.descriptions[code] = previous
 
     def emitted(self) -> int:
         return len(self) - self._begin_rows
@@ -161,10 +166,13 @@ class EventEmitter:
                 return self.time(value, name, start=name.endswith(".start"))
         return None
 
-    def describe(self, code: str, description: str | None) -> None:
-        if description and code not in self.descriptions:
-            self.descriptions[code] = description
-            self._begin_descriptions.append(code)
+    def describe(self, code: str, description: object) -> None:
+        if not isinstance(description, str) or not description:
+            return  # a display that is not text says nothing about the code
+        previous = self.descriptions.get(code)
+        if previous is None or (self.src_file, self.src_entry) < previous[:2]:
+            self.descriptions[code] = (self.src_file, self.src_entry, description)
+            self._begin_descriptions.append((code, previous))
 
     def number(self, value: Any, field: str) -> float:
         """A finite number that fits float32, or a Reject naming the field and value."""
@@ -217,7 +225,8 @@ class EventEmitter:
         self.patients.append((self.patient_key, self.subject_id, self.src_file, self.src_entry))
 
     def register_medication(self, key: str, code: str, display: str | None) -> None:
-        self.medications.append((key, code, display, self.src_file, self.src_entry))
+        text = display if isinstance(display, str) else None
+        self.medications.append((key, code, text, self.src_file, self.src_entry))
 
     # -- hand-off to the spill writer --------------------------------------------------------
     def take_frame(self) -> pl.DataFrame:

@@ -75,8 +75,45 @@ def medication_descriptions(tmp: Path) -> dict[str, str]:
     parts = sorted((tmp / "medications").glob("*.parquet"))
     if not parts:
         return {}
-    frame = pl.read_parquet(parts).drop_nulls("description").unique("code", keep="first")
+    frame = (
+        pl.read_parquet(parts).drop_nulls("description").sort(_RESOURCE_KEY)
+        .unique("code", keep="first", maintain_order=True)
+    )
     return dict(zip(frame["code"].to_list(), frame["description"].to_list()))
+
+
+def find_duplicates(tmp: Path, files: list[str]) -> pl.DataFrame:
+    """Later copies of any (resourceType, id) read more than once, across all shards.
+
+    Only one small row per resource is scanned (streaming), and only the duplicated ids are
+    collected, so this stays cheap however large the input. The copy read first (file order,
+    then position in the file) wins; each later copy gets a detail naming where the first was.
+    """
+    parts = sorted((tmp / "events").glob("bucket=*/*.parquet"))
+    empty = pl.DataFrame(schema={SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(), "_duplicate_of": pl.String()})
+    if not parts:
+        return empty
+    identity = [schema.RESOURCE_TYPE, schema.RESOURCE_ID]
+    keys = (
+        pl.scan_parquet(parts)
+        .select(*identity, *_RESOURCE_KEY)
+        .filter(pl.col(schema.RESOURCE_ID).is_not_null())
+        .unique()
+    )
+    repeated = keys.group_by(identity).agg(pl.len().alias("_copies")).filter(pl.col("_copies") > 1)
+    copies = keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming")
+    if copies.height == 0:
+        return empty
+    copies = copies.sort(_RESOURCE_KEY).with_columns(
+        pl.col(SRC_FILE).first().over(identity).alias("_first_file"),
+        pl.col(SRC_ENTRY).first().over(identity).alias("_first_entry"),
+        pl.int_range(pl.len()).over(identity).alias("_copy"),
+    ).filter(pl.col("_copy") > 0)
+    details = [
+        f"{kind}/{rid} was already read from {files[f]} ({location_text(files[f], e)})"
+        for kind, rid, f, e in copies.select(*identity, "_first_file", "_first_entry").iter_rows()
+    ]
+    return copies.select(*_RESOURCE_KEY).with_columns(pl.Series("_duplicate_of", details, dtype=pl.String()))
 
 
 def plan_shards(tmp: Path, config: IngestConfig) -> list[list[Path]]:
@@ -103,6 +140,7 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) ->
     medications = _read_medications(tmp)
     file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
                               schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
+    duplicates = find_duplicates(tmp, files)
     rejects: list[pl.DataFrame] = []
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +148,7 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) ->
         if not shard_files:
             continue
         events = pl.read_parquet(shard_files)
-        events, shard_rejects = _resolve(events, patients, medications, files)
+        events, shard_rejects = _resolve(events, patients, medications, duplicates)
         rejects.extend(shard_rejects)
         if events.height == 0:
             continue
@@ -130,7 +168,7 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) ->
 
 
 def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataFrame,
-             files: list[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+             duplicates: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Apply the whole-input checks in a fixed order; each rejected resource gets one reason."""
     rejects: list[pl.DataFrame] = []
 
@@ -149,27 +187,10 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
         rejects.append(rows)
         events = events.join(keys, on=_RESOURCE_KEY, how="anti")
 
-    # 1. Duplicate resources: the copy read first (file order, then position) wins.
-    copies = (
-        events.filter(pl.col(schema.RESOURCE_ID).is_not_null())
-        .select(schema.RESOURCE_TYPE, schema.RESOURCE_ID, *_RESOURCE_KEY)
-        .unique()
-        .sort(_RESOURCE_KEY)
-        .with_columns(
-            pl.col(SRC_FILE).first().over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_first_file"),
-            pl.col(SRC_ENTRY).first().over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_first_entry"),
-            pl.int_range(pl.len()).over(schema.RESOURCE_TYPE, schema.RESOURCE_ID).alias("_copy"),
-        )
-        .filter(pl.col("_copy") > 0)
-    )
+    # 1. Duplicate resources (found across the whole input by find_duplicates).
+    copies = events.join(duplicates, on=_RESOURCE_KEY, how="inner")
     if copies.height:
-        details = [
-            f"{kind}/{rid} was already read from {files[f]} ({location_text(files[f], e)})"
-            for kind, rid, f, e in copies.select(schema.RESOURCE_TYPE, schema.RESOURCE_ID, "_first_file",
-                                                 "_first_entry").iter_rows()
-        ]
-        copies = copies.with_columns(pl.Series("_duplicate_of", details, dtype=pl.String()))
-        events = events.join(copies.select(*_RESOURCE_KEY, "_duplicate_of"), on=_RESOURCE_KEY, how="left")
+        events = events.join(duplicates, on=_RESOURCE_KEY, how="left")
         reject(copies, "duplicate resource", pl.col("_duplicate_of"))
         events = events.drop("_duplicate_of")
 

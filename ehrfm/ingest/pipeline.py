@@ -65,7 +65,8 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         file_names = [str(p) for p in files]
         final, finalize_rejects = finalize(tmp, output, file_names, config)
         patients = read_patients(tmp)
-        descriptions = {**medication_descriptions(tmp), **batch.descriptions}
+        descriptions = {**medication_descriptions(tmp),
+                        **{code: found[2] for code, found in batch.descriptions.items()}}
         _write_rejects(tmp, output, finalize_rejects)
         summary = IngestSummary.from_counts(
             files=len(files), read=batch.read, skipped=batch.skipped,
@@ -126,7 +127,7 @@ def _write_rejects(tmp: Path, output: Path, finalize_rejects: pl.DataFrame) -> N
     frames = [pl.read_parquet(p) for p in parts] + [finalize_rejects]
     rejects = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=REJECT_SCHEMA)
     (output / "rejects").mkdir(parents=True, exist_ok=True)
-    rejects.sort("source_file", "location").write_parquet(output / "rejects" / "rejects.parquet")
+    rejects.sort("source_file", maintain_order=True).write_parquet(output / "rejects" / "rejects.parquet")
 
 
 def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, patients: pl.DataFrame,

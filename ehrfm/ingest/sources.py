@@ -32,6 +32,7 @@ FHIR_SUFFIXES = NDJSON_SUFFIXES + JSON_SUFFIXES
 # ndjson positions are line * _LINE_STRIDE (+ 1 + entry for a Bundle on that line); Bundle file
 # positions are the entry index; a whole-file problem is WHOLE_FILE.
 _LINE_STRIDE = 1_000_000
+_UTF8_BOM = b"\xef\xbb\xbf"  # some Windows tools start files with it; it is not content
 WHOLE_FILE = -1
 
 
@@ -147,6 +148,8 @@ def _ndjson_records(path: Path, replace_bad_utf8: bool) -> Iterator[Record]:
     try:
         with _open(path) as handle:
             for line_no, raw in enumerate(handle, start=1):
+                if line_no == 1 and raw.startswith(_UTF8_BOM):
+                    raw = raw[len(_UTF8_BOM):]
                 if not raw.strip():
                     continue
                 seen_content = True
@@ -176,6 +179,8 @@ def _json_records(path: Path, replace_bad_utf8: bool) -> Iterator[Record]:
     except (EOFError, OSError, zlib.error) as exc:
         yield Record(WHOLE_FILE, None, empty_bundle, ("truncated or corrupt file", f"{exc}"))
         return
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM):]
     if not raw.strip():
         yield Record(WHOLE_FILE, None, empty_bundle, ("empty file", "the file holds no resources"))
         return

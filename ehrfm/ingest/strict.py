@@ -1,12 +1,35 @@
 """Strict mode: full FHIR R4 validation of each resource with ``fhir.resources.R4B``.
 
 The package's default classes are R5 and reject R4 content; R4B is the R4-compatible set.
-About 15x slower than the fast path's structural checks, so it is opt-in (``strict=true``).
+fhir.resources checks elements, types and cardinality but not value-set bindings, so strict mode
+adds the one required binding every mapped type has: ``status``. About 15x slower than the fast
+path's structural checks, so it is opt-in (``strict=true``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+# Required value sets of ``status`` in FHIR R4 (4.0.1) for the types ehrfm maps.
+REQUIRED_STATUS: dict[str, frozenset[str]] = {
+    name: frozenset(codes.split())
+    for name, codes in {
+        "Observation": "registered preliminary final amended corrected cancelled entered-in-error unknown",
+        "DiagnosticReport": "registered partial preliminary final amended corrected appended cancelled "
+                            "entered-in-error unknown",
+        "Encounter": "planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown",
+        "Procedure": "preparation in-progress not-done on-hold stopped completed entered-in-error unknown",
+        "MedicationRequest": "active on-hold cancelled completed entered-in-error stopped draft unknown",
+        "MedicationAdministration": "in-progress not-done on-hold completed entered-in-error stopped unknown",
+        "MedicationDispense": "preparation in-progress cancelled on-hold completed entered-in-error stopped "
+                              "declined unknown",
+        "MedicationStatement": "active completed entered-in-error intended stopped on-hold unknown not-taken",
+        "Immunization": "completed entered-in-error not-done",
+        "ImagingStudy": "registered available cancelled entered-in-error unknown",
+        "DocumentReference": "current superseded entered-in-error",
+    }.items()
+}
 
 
 def validation_error(resource: dict[str, Any]) -> str | None:
@@ -23,6 +46,10 @@ def validation_error(resource: dict[str, Any]) -> str | None:
         ]
         more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
         return "; ".join(problems) + more
-    except (ValueError, TypeError) as exc:
-        return str(exc)
+    except Exception as exc:  # fhir.resources raises KeyError etc. for unknown contained types
+        return f"{type(exc).__name__}: {exc}"
+    allowed = REQUIRED_STATUS.get(resource["resourceType"])
+    status = resource.get("status")
+    if allowed is not None and status is not None and status not in allowed:
+        return f"status: {status!r} is not in the required value set ({', '.join(sorted(allowed))})"
     return None

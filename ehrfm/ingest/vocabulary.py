@@ -5,13 +5,14 @@
 >>> code_from_coding({"system": "http://snomed.info/sct", "code": "44054006"})
 'SNOMED/44054006'
 >>> code_from_coding({"system": "http://example.org/fhir/CodeSystem/local-labs", "code": "K1"})
-'example.org_fhir_CodeSystem_local-labs/K1'
+'example.org_fhir_CodeSystem_local-labs~70a59b/K1'
 >>> code_from_coding({"code": "K1"})
 'NOSYSTEM/K1'
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -54,13 +55,14 @@ def vocabulary_for_system(system: str | None) -> str:
     """Short vocabulary name of a FHIR ``Coding.system``.
 
     Known systems come from :data:`SYSTEM_TO_VOCAB`; an unknown one gets a stable readable name
-    made from the URI itself (scheme dropped, separators turned into ``_``), so two different
-    systems never share a name and nothing is dropped.
+    made from the URI itself (scheme dropped, separators turned into ``_``) plus ``~`` and a
+    6-hex digest of the exact URI, so two different systems do not share a name and nothing is
+    dropped.
 
     >>> vocabulary_for_system("http://loinc.org")
     'LOINC'
     >>> vocabulary_for_system("urn:oid:1.2.3.4")
-    'oid_1.2.3.4'
+    'oid_1.2.3.4~5fd4db'
     """
     if not system:
         return NO_SYSTEM_VOCAB
@@ -79,7 +81,11 @@ def _readable_vocab(system: str) -> str:
         bare = re.sub(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:(//)?", "", system)
         if system.startswith("urn:"):
             bare = system[4:]
-        cached = _NON_NAME_CHARS.sub("_", bare).strip("_") or NO_SYSTEM_VOCAB
+        readable = _NON_NAME_CHARS.sub("_", bare).strip("_") or "system"
+        # Folding separators can map two URIs to one name; a short digest of the exact URI keeps
+        # them apart while the name stays readable and stable across runs.
+        digest = hashlib.blake2b(system.encode("utf-8"), digest_size=3).hexdigest()
+        cached = f"{readable}~{digest}"
         _readable_cache[system] = cached
     return cached
 

@@ -54,15 +54,17 @@ class BatchResult:
     mapped: Counter[str] = field(default_factory=Counter)
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
-    descriptions: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # code -> (file, pos, text)
 
     def merge(self, other: BatchResult) -> None:
         self.read.update(other.read)
         self.mapped.update(other.mapped)
         self.skipped.update(other.skipped)
         self.rejected.update(other.rejected)
-        for code, text in other.descriptions.items():
-            self.descriptions.setdefault(code, text)
+        for code, found in other.descriptions.items():
+            mine = self.descriptions.get(code)
+            if mine is None or found[:2] < mine[:2]:
+                self.descriptions[code] = found
 
 
 class _Spill:
@@ -153,17 +155,15 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
         else:
             result.skipped[(resource_type, "no mapper")] += 1
         return
-    status = resource.get("status") or resource.get("verificationStatus")
-    if status == "entered-in-error" or _coded_status(status) == "entered-in-error":
+    if _entered_in_error(resource):
         result.skipped[(resource_type, "entered-in-error")] += 1
         return
-    if config.strict:
-        problem = validation_error(resource)
-        if problem is not None:
-            _reject(spill, result, path, record, resource_type, resource_id, "strict validation failed", problem)
-            return
     emitter.begin(resource_type, resource_id, record.bundle, file_index, record.position)
     try:
+        if config.strict:
+            problem = validation_error(resource)
+            if problem is not None:
+                raise Reject("strict validation failed", problem)
         mapper(resource, emitter)
         if resource_type not in REFERENCE_ONLY_TYPES and emitter.emitted() == 0:
             raise Reject("no events", f"{resource_type} yielded no event")
@@ -182,12 +182,15 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
         result.mapped[resource_type] += 1
 
 
-def _coded_status(status: Any) -> str | None:
-    if isinstance(status, dict):
-        for coding in status.get("coding") or ():
-            if isinstance(coding, dict) and coding.get("code"):
-                return coding["code"]
-    return None
+def _entered_in_error(resource: dict[str, Any]) -> bool:
+    """``status`` (a code) or ``verificationStatus`` (a CodeableConcept) says entered-in-error."""
+    if resource.get("status") == "entered-in-error":
+        return True
+    concept = resource.get("verificationStatus")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return isinstance(codings, list) and any(
+        isinstance(c, dict) and c.get("code") == "entered-in-error" for c in codings
+    )
 
 
 def _reject(spill: _Spill, result: BatchResult, path: Path, record: Record, resource_type: str | None,

@@ -31,12 +31,12 @@ def map_observation(resource: dict[str, Any], out: EventEmitter) -> None:
     components = [c for c in resource.get("component") or () if isinstance(c, dict)]
     has_value = any(key in resource for key in _VALUE_KEYS)
     if has_value or not components:
-        _emit_with_value(resource, found, time, out, where="Observation")
+        _emit_with_value(resource, found, time, out, where="")
     for index, component in enumerate(components):
         component_code = code_from_concept(component.get("code"))
         if component_code is None:
             raise Reject("no code", f"Observation.component[{index}].code has no coding and no text")
-        _emit_with_value(component, component_code, time, out, where=f"Observation.component[{index}]")
+        _emit_with_value(component, component_code, time, out, where=f"component[{index}].")
 
 
 def map_diagnostic_report(resource: dict[str, Any], out: EventEmitter) -> None:
@@ -51,16 +51,18 @@ def map_diagnostic_report(resource: dict[str, Any], out: EventEmitter) -> None:
 
 def _emit_with_value(element: dict[str, Any], code: tuple[str, str | None], time: int | None,
                      out: EventEmitter, *, where: str) -> None:
+    """``where`` is the element's path inside the Observation: "" or "component[i]."."""
     numeric: float | None = None
     text: str | None = None
     unit: str | None = None
     if "valueQuantity" in element:
         quantity = element["valueQuantity"]
         if not isinstance(quantity, dict):
-            raise Reject("invalid value", f"{where}.valueQuantity is not an object: {quantity!r}")
+            raise Reject("invalid value", f"Observation.{where}valueQuantity is not an object: {quantity!r}")
         if "value" in quantity:
-            numeric = out.number(quantity["value"], f"{where}.valueQuantity.value")
-        unit = quantity.get("unit") or quantity.get("code")
+            numeric = out.number(quantity["value"], f"{where}valueQuantity.value")
+        unit_value = quantity.get("unit") or quantity.get("code")
+        unit = str(unit_value) if unit_value is not None else None
     elif "valueCodeableConcept" in element:
         answer = code_from_concept(element["valueCodeableConcept"])
         if answer is not None:
@@ -70,10 +72,10 @@ def _emit_with_value(element: dict[str, Any], code: tuple[str, str | None], time
         text = str(element["valueString"])
     elif "valueBoolean" in element:
         if not isinstance(element["valueBoolean"], bool):
-            raise Reject("invalid value", f"{where}.valueBoolean is not true/false: {element['valueBoolean']!r}")
+            raise Reject("invalid value", f"Observation.{where}valueBoolean is not true/false: {element['valueBoolean']!r}")
         numeric = 1.0 if element["valueBoolean"] else 0.0
     elif "valueInteger" in element:
-        numeric = out.number(element["valueInteger"], f"{where}.valueInteger")
+        numeric = out.number(element["valueInteger"], f"{where}valueInteger")
     else:
         for key in _VALUE_KEYS[5:]:
             if key in element:
