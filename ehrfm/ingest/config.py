@@ -34,7 +34,7 @@ class IngestConfig:
     inputs: Sequence[str]
     output: str
     num_shards: int | str = "auto"
-    events_per_shard: int = 2_000_000
+    events_per_shard: int = 250_000
     split_ratios: Mapping[str, float] = field(
         default_factory=lambda: {"train": 0.8, "tuning": 0.1, "held_out": 0.1}
     )
@@ -43,7 +43,7 @@ class IngestConfig:
     unmapped_types: str = "skip"
     strict: bool = False  # validate every resource with fhir.resources.R4B; reject what fails
     workers: int = 0  # 0: one per CPU core
-    chunk_events: int = 200_000  # events a worker buffers before writing them out
+    chunk_events: int = 25_000  # events a worker buffers before writing them out
     replace_bad_utf8: bool = False  # True: decode with U+FFFD instead of rejecting the record
     overwrite: bool = False
     dataset_name: str = "ehrfm"

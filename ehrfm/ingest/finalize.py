@@ -82,26 +82,31 @@ def medication_descriptions(tmp: Path) -> dict[str, str]:
     return dict(zip(frame["code"].to_list(), frame["description"].to_list()))
 
 
-def find_duplicates(tmp: Path, files: list[str]) -> pl.DataFrame:
+def find_duplicates(tmp: Path, files: list[str], partitions: int = 1) -> pl.DataFrame:
     """Later copies of any (resourceType, id) read more than once, across all shards.
 
-    Only one small row per resource is scanned (streaming), and only the duplicated ids are
-    collected, so this stays cheap however large the input. The copy read first (file order,
-    then position in the file) wins; each later copy gets a detail naming where the first was.
+    Only the identity columns are scanned, and in ``partitions`` passes over disjoint hash
+    ranges of the identity, so memory follows one partition's resources rather than the whole
+    input. The copy read first (file order, then position in the file) wins; each later copy
+    gets a detail naming where the first was.
     """
     parts = sorted((tmp / "events").glob("bucket=*/*.parquet"))
     empty = pl.DataFrame(schema={SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(), "_duplicate_of": pl.String()})
     if not parts:
         return empty
     identity = [schema.RESOURCE_TYPE, schema.RESOURCE_ID]
-    keys = (
-        pl.scan_parquet(parts)
-        .select(*identity, *_RESOURCE_KEY)
-        .filter(pl.col(schema.RESOURCE_ID).is_not_null())
-        .unique()
-    )
-    repeated = keys.group_by(identity).agg(pl.len().alias("_copies")).filter(pl.col("_copies") > 1)
-    copies = keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming")
+    found: list[pl.DataFrame] = []
+    for partition in range(partitions):
+        keys = (
+            pl.scan_parquet(parts)
+            .select(*identity, *_RESOURCE_KEY)
+            .filter(pl.col(schema.RESOURCE_ID).is_not_null())
+            .filter(pl.concat_str(identity, separator="/").hash(seed=7) % partitions == partition)
+            .unique()
+        )
+        repeated = keys.group_by(identity).agg(pl.len().alias("_copies")).filter(pl.col("_copies") > 1)
+        found.append(keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming"))
+    copies = pl.concat(found)
     if copies.height == 0:
         return empty
     copies = copies.sort(_RESOURCE_KEY).with_columns(
@@ -140,11 +145,12 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) ->
     medications = _read_medications(tmp)
     file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
                               schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
-    duplicates = find_duplicates(tmp, files)
+    shards = plan_shards(tmp, config)
+    duplicates = find_duplicates(tmp, files, partitions=len(shards))
     rejects: list[pl.DataFrame] = []
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for shard_index, shard_files in enumerate(plan_shards(tmp, config)):
+    for shard_index, shard_files in enumerate(shards):
         if not shard_files:
             continue
         events = pl.read_parquet(shard_files)

@@ -119,6 +119,11 @@ def code_from_concept(concept: Any) -> tuple[str, str | None] | None:
         return None
     best: tuple[int, str, str | None] | None = None
     codings = concept.get("coding")
+    if isinstance(codings, list) and len(codings) == 1 and isinstance(codings[0], dict):
+        # The common case (one coding): no ranking needed.
+        code = code_from_coding(codings[0])
+        if code is not None:
+            return code, codings[0].get("display") or concept.get("text")
     if isinstance(codings, list):
         for position, coding in enumerate(codings):
             if not isinstance(coding, dict):
