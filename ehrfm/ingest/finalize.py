@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,39 +139,68 @@ def plan_shards(tmp: Path, config: IngestConfig) -> list[list[Path]]:
     return shards
 
 
-def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig) -> tuple[FinalizeResult, pl.DataFrame]:
-    """Write ``data/<k>.parquet`` for every non-empty shard; return counts and finalize rejects."""
-    result = FinalizeResult()
-    patients = read_patients(tmp)
-    medications = _read_medications(tmp)
-    file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
-                              schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
+def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
+             map_fn: Callable[..., Iterable[ShardResult]] = map) -> tuple[FinalizeResult, pl.DataFrame]:
+    """Write ``data/<k>.parquet`` for every non-empty shard; return counts and finalize rejects.
+
+    The whole-input tables (patients, medications, duplicates) are small and written once to
+    ``tmp``; each shard is then finished by :func:`finalize_shard`, through ``map_fn`` (the
+    ingest's process pool), so shards run in parallel and no process holds more than one.
+    """
     shards = plan_shards(tmp, config)
-    duplicates = find_duplicates(tmp, files, partitions=len(shards))
-    rejects: list[pl.DataFrame] = []
+    shared = tmp / "finalize"
+    shared.mkdir(parents=True, exist_ok=True)
+    read_patients(tmp).write_parquet(shared / "patients.parquet")
+    _read_medications(tmp).write_parquet(shared / "medications.parquet")
+    find_duplicates(tmp, files, partitions=len(shards)).write_parquet(shared / "duplicates.parquet")
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    for shard_index, shard_files in enumerate(shards):
-        if not shard_files:
-            continue
-        events = pl.read_parquet(shard_files)
-        events, shard_rejects = _resolve(events, patients, medications, duplicates)
-        rejects.extend(shard_rejects)
-        if events.height == 0:
-            continue
-        events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
-        written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
-        result.written.update(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
-        result.codes.update(events[schema.CODE].unique().to_list())
-        table = schema.to_meds_table(events.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
-        path = data_dir / f"{shard_index}.parquet"
-        pq.write_table(table, path)
-        result.shards.append(path.name)
-        result.events += table.num_rows
+    jobs = [(index, [str(f) for f in shard_files]) for index, shard_files in enumerate(shards) if shard_files]
+    result = FinalizeResult()
+    rejects: list[pl.DataFrame] = []
+    for shard in map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
+                        [str(data_dir)] * len(jobs)):
+        result.written.update(shard.written)
+        result.codes.update(shard.codes)
+        result.events += shard.events
+        if shard.shard:
+            result.shards.append(shard.shard)
+        rejects.extend(shard.rejects)
+    file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
+                              schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
     reject_frame = _reject_rows(rejects, file_names)
     for row in reject_frame.group_by("resource_type", "reason").len().iter_rows():
         result.rejected[(row[0], row[1])] += row[2]
+    result.shards.sort(key=lambda name: int(name.split(".")[0]))
     return result, reject_frame
+
+
+@dataclass
+class ShardResult:
+    written: Counter[str]
+    codes: set[str]
+    events: int
+    shard: str | None
+    rejects: list[pl.DataFrame]
+
+
+def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir: str) -> ShardResult:
+    """Resolve, sort and write one output shard from its spill files."""
+    shared = Path(tmp) / "finalize"
+    events = pl.read_parquet(shard_files)
+    events, rejects = _resolve(events, pl.read_parquet(shared / "patients.parquet"),
+                               pl.read_parquet(shared / "medications.parquet"),
+                               pl.read_parquet(shared / "duplicates.parquet"))
+    if events.height == 0:
+        return ShardResult(Counter(), set(), 0, None, rejects)
+    events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
+    written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
+    counts = Counter(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
+    codes = set(events[schema.CODE].unique().to_list())
+    table = schema.to_meds_table(events.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
+    path = Path(data_dir) / f"{shard_index}.parquet"
+    pq.write_table(table, path)
+    return ShardResult(counts, codes, table.num_rows, path.name, rejects)
 
 
 def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataFrame,

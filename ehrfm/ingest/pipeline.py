@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import shutil
 import time
-from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,9 +62,12 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        batch = _map_files(files, config, tmp)
-        file_names = [str(p) for p in files]
-        final, finalize_rejects = finalize(tmp, output, file_names, config)
+        workers = min(config.worker_count, len(files))
+        with _worker_pool(workers) as pool:
+            map_fn = pool.map if pool is not None else map
+            batch = _map_files(files, config, tmp, map_fn, workers)
+            file_names = [str(p) for p in files]
+            final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
         patients = read_patients(tmp)
         descriptions = {**medication_descriptions(tmp),
                         **{code: found[2] for code, found in batch.descriptions.items()}}
@@ -106,19 +110,23 @@ def _batches(files: list[Path], count: int) -> list[list[tuple[int, str]]]:
     return [sorted(b) for b in batches if b]
 
 
-def _map_files(files: list[Path], config: IngestConfig, tmp: Path) -> BatchResult:
-    workers = min(config.worker_count, len(files))
-    total = BatchResult()
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Spawned worker processes (Polars' thread pool does not survive fork); None for one."""
     if workers <= 1:
-        total.merge(ingest_batch(list(enumerate(map(str, files))), config, str(tmp)))
-        return total
-    # Several batches per worker keep both cores busy when file sizes are uneven. Spawned (not
-    # forked) workers: Polars' thread pool does not survive fork.
-    batches = _batches(files, workers * 4)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for result in pool.map(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
-            total.merge(result)
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def _map_files(files: list[Path], config: IngestConfig, tmp: Path, map_fn: Callable[..., Iterable[BatchResult]],
+               workers: int) -> BatchResult:
+    total = BatchResult()
+    # Several batches per worker keep every core busy when file sizes are uneven.
+    batches = _batches(files, workers * 4) if workers > 1 else [list(enumerate(map(str, files)))]
+    for result in map_fn(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
+        total.merge(result)
     return total
 
 
