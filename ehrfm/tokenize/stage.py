@@ -1,0 +1,264 @@
+"""``ehrfm tokenize``: a MEDS dataset directory in, token sequence shards per split out.
+
+Output layout (every file opens in any parquet/JSON viewer)::
+
+    <output>/tokenizer/            the tokenizer used (save_pretrained), so outputs describe themselves
+    <output>/data/<split>/<shard>.parquet   one row per subject, columns of SEQUENCE_SCHEMA
+    <output>/summary.json          patients, tokens, length percentiles, UNK rate, per split
+
+The tokenizer is fit on the ``train`` split only (from ``metadata/subject_splits.parquet``),
+unless a fitted one is given. Shards are tokenized one at a time, so memory follows the
+largest shard, not the dataset.
+
+>>> import tempfile, ehrfm
+>>> from ehrfm.resources import example_fhir_dir
+>>> from ehrfm.tokenize import EventTokenizer
+>>> meds = tempfile.mkdtemp()
+>>> _ = ehrfm.ingest_fhir(example_fhir_dir(), meds, workers=1, overwrite=True)
+>>> summary = tokenize_dataset(meds, EventTokenizer(min_count=2), tempfile.mkdtemp())
+>>> summary["splits"]["train"]["sequences"] > 0, summary["tokenizer"]["fitted_on"]
+(True, 'train')
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from meds import data_subdirectory, subject_splits_filepath, train_split
+from omegaconf import DictConfig, OmegaConf
+
+from ehrfm.schema import SUBJECT_ID
+
+from .errors import EventsFormatError
+from .sequence_schema import INPUT_IDS, LENGTH, TRUNCATED_TOKENS, TOKEN_TYPE, TokenType
+from .tokenizer import EventTokenizer
+
+log = logging.getLogger("ehrfm.tokenize")
+
+SPLIT = "split"
+TOKENIZER_SUBDIR = "tokenizer"
+SUMMARY_FILE = "summary.json"
+
+
+def data_shards(meds_dir: str | Path) -> list[Path]:
+    """The dataset's ``data/**/*.parquet`` files, sorted; an error names the folder if none."""
+    root = Path(meds_dir) / data_subdirectory
+    shards = sorted(root.rglob("*.parquet"))
+    if not shards:
+        raise FileNotFoundError(f"{root}: no *.parquet shards; is {meds_dir} a MEDS dataset directory?")
+    return shards
+
+
+def read_splits(meds_dir: str | Path) -> pl.DataFrame:
+    """``subject_id``, ``split`` from ``metadata/subject_splits.parquet`` (errors name the file)."""
+    path = Path(meds_dir) / subject_splits_filepath
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; the tokenizer fits on the train split listed there")
+    splits = pl.read_parquet(path)
+    for column in (SUBJECT_ID, SPLIT):
+        if column not in splits.columns:
+            raise EventsFormatError(f"{path}: needs column {column!r}; found {splits.columns}")
+    return splits.select(pl.col(SUBJECT_ID).cast(pl.Int64), pl.col(SPLIT).cast(pl.String)).unique(SUBJECT_ID, keep="first")
+
+
+def train_events(meds_dir: str | Path) -> pl.LazyFrame:
+    """All events of train subjects, lazily, across every shard."""
+    splits = read_splits(meds_dir)
+    train_ids = splits.filter(pl.col(SPLIT) == train_split).select(SUBJECT_ID)
+    if train_ids.height == 0:
+        raise EventsFormatError(f"{Path(meds_dir) / subject_splits_filepath}: no subject has split {train_split!r}")
+    shards = [str(p) for p in data_shards(meds_dir)]
+    return pl.scan_parquet(shards).join(train_ids.lazy(), on=SUBJECT_ID, how="semi")
+
+
+def fit_on_train(tokenizer: EventTokenizer, meds_dir: str | Path) -> EventTokenizer:
+    """Fit ``tokenizer`` on the train split of a MEDS directory; returns it."""
+    return tokenizer.fit(train_events(meds_dir))
+
+
+def _percentiles(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    series = pl.Series(lengths, dtype=pl.Int64)
+    return {
+        "min": int(series.min()),  # type: ignore[arg-type]
+        "p50": float(series.quantile(0.5, "nearest")),  # type: ignore[arg-type]
+        "p90": float(series.quantile(0.9, "nearest")),  # type: ignore[arg-type]
+        "p99": float(series.quantile(0.99, "nearest")),  # type: ignore[arg-type]
+        "max": int(series.max()),  # type: ignore[arg-type]
+        "mean": round(float(series.mean()), 3),  # type: ignore[arg-type]
+    }
+
+
+def _prepare_output(output: Path, overwrite: bool) -> None:
+    ours = [output / data_subdirectory, output / TOKENIZER_SUBDIR, output / SUMMARY_FILE]
+    existing = [p for p in ours if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to replace it")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def tokenize_dataset(
+    meds_dir: str | Path,
+    tokenizer: EventTokenizer | str | Path,
+    output_dir: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    max_length: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Tokenize every subject of a MEDS dataset; write shards per split and return the summary.
+
+    ``tokenizer`` is a fitted :class:`EventTokenizer`, an unfitted one (fit here on the train
+    split), or a saved tokenizer directory / shipped name (loaded with ``from_pretrained``).
+    ``splits`` limits which splits are written (default: all). Subjects listed in the splits
+    file without any event are counted as ``subjects_without_events``; subjects with events but
+    no split are skipped and counted as ``subjects_without_split``.
+    """
+    started = time.perf_counter()
+    meds_dir, output = Path(meds_dir), Path(output_dir)
+    split_table = read_splits(meds_dir)
+    shards = data_shards(meds_dir)
+    fitted_here = False
+    if isinstance(tokenizer, (str, Path)):
+        source = str(tokenizer)
+        tokenizer = EventTokenizer.from_pretrained(tokenizer)
+    elif isinstance(tokenizer, EventTokenizer):
+        source = None
+        if not hasattr(tokenizer, "vocabulary_"):
+            log.info("fitting the tokenizer on the %r split of %s", train_split, meds_dir)
+            fit_on_train(tokenizer, meds_dir)
+            fitted_here = True
+    else:
+        raise TypeError(f"tokenizer must be an EventTokenizer or a directory, got {type(tokenizer).__name__}")
+    max_length = int(tokenizer.max_length if max_length is None else max_length)
+    wanted = set(splits) if splits is not None else None
+
+    _prepare_output(output, overwrite)
+    tokenizer.save_pretrained(output / TOKENIZER_SUBDIR)
+    unk_ids = tokenizer.unk_token_ids()
+    stats: dict[str, dict[str, Any]] = {}
+    seen_subjects: list[pl.Series] = []
+    without_split = 0
+    for shard in shards:
+        events = pl.read_parquet(shard)
+        if SUBJECT_ID not in events.columns:
+            raise EventsFormatError(f"{shard}: MEDS events need column {SUBJECT_ID!r}; found {events.columns}")
+        subjects = events.select(pl.col(SUBJECT_ID).cast(pl.Int64)).unique()
+        seen_subjects.append(subjects[SUBJECT_ID])
+        labelled = subjects.join(split_table, on=SUBJECT_ID, how="left")
+        without_split += labelled[SPLIT].null_count()
+        labelled = labelled.drop_nulls(SPLIT)
+        if wanted is not None:
+            labelled = labelled.filter(pl.col(SPLIT).is_in(list(wanted)))
+        if labelled.height == 0:
+            continue
+        # a filter keeps the shard's row order (it breaks ties among same-instant events)
+        events = events.filter(pl.col(SUBJECT_ID).cast(pl.Int64).is_in(labelled[SUBJECT_ID].implode()))
+        try:
+            sequences = tokenizer.transform(events, max_length=max_length)
+        except EventsFormatError as err:
+            raise EventsFormatError(f"{shard}: {err}") from err
+        sequences = sequences.join(labelled, on=SUBJECT_ID, how="left", maintain_order="left")
+        for (split_name,), part in sequences.group_by(SPLIT, maintain_order=True):
+            target = output / data_subdirectory / str(split_name) / f"{shard.stem}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part.drop(SPLIT).write_parquet(target)
+            s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0, "truncated_sequences": 0,
+                                                   "truncated_tokens": 0, "prefix_only_sequences": 0, "_lengths": []})
+            ids = part[INPUT_IDS].explode()
+            s["sequences"] += part.height
+            s["tokens"] += int(part[LENGTH].sum())
+            s["unk_tokens"] += int(ids.is_in(unk_ids).sum())
+            s["truncated_sequences"] += int((part[TRUNCATED_TOKENS] > 0).sum())
+            s["truncated_tokens"] += int(part[TRUNCATED_TOKENS].sum())
+            # Prefix-only: no token past the prefix (static-only subjects, or all events cut off).
+            s["prefix_only_sequences"] += int((part[TOKEN_TYPE].list.max() < int(TokenType.INTERVAL)).sum())
+            s["_lengths"].extend(part[LENGTH].to_list())
+
+    present = pl.concat(seen_subjects).unique() if seen_subjects else pl.Series(SUBJECT_ID, [], pl.Int64)
+    without_events = split_table.filter(~pl.col(SUBJECT_ID).is_in(present.implode()))
+    split_summaries = {}
+    for name in sorted(stats):
+        s = stats[name]
+        lengths = s.pop("_lengths")
+        s["unk_rate"] = round(s["unk_tokens"] / s["tokens"], 6) if s["tokens"] else 0.0
+        s["length"] = _percentiles(lengths)
+        split_summaries[name] = s
+    summary: dict[str, Any] = {
+        "meds_dir": str(meds_dir),
+        "output_dir": str(output),
+        "tokenizer": {
+            "source": source,
+            "fitted_on": train_split if fitted_here else None,
+            "saved_to": str(output / TOKENIZER_SUBDIR),
+            "vocab_size": tokenizer.vocab_size,
+        },
+        "max_length": max_length,
+        "shards": len(shards),
+        "splits": split_summaries,
+        "total": {
+            "sequences": sum(s["sequences"] for s in split_summaries.values()),
+            "tokens": sum(s["tokens"] for s in split_summaries.values()),
+        },
+        "subjects_without_events": without_events.height,
+        "subjects_without_split": without_split,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (output / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    return summary
+
+
+def run_tokenize_stage(cfg: DictConfig) -> dict[str, Any]:
+    """The whole ``ehrfm tokenize`` stage from the composed ``conf/tokenize.yaml``.
+
+    Loads ``tokenizer_dir`` when given, else instantiates ``cfg.tokenizer`` (Hydra
+    ``_target_``) and fits it on the train split; optionally saves the fitted tokenizer to
+    ``save_tokenizer_to`` (e.g. ``tokenizers/<name>``) as well as into the output.
+    """
+    from hydra.utils import instantiate
+
+    for key in ("input", "output"):
+        if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
+            raise ValueError(f"ehrfm tokenize: set {key}=<path> (the {'MEDS dataset' if key == 'input' else 'output'} directory)")
+    if cfg.get("tokenizer_dir"):
+        tokenizer: EventTokenizer | str = str(cfg.tokenizer_dir)
+    else:
+        tokenizer = instantiate(cfg.tokenizer)
+        if not isinstance(tokenizer, EventTokenizer):
+            raise TypeError(f"tokenizer config must instantiate an EventTokenizer, got {type(tokenizer).__name__}")
+    splits = cfg.get("splits")
+    summary = tokenize_dataset(
+        cfg.input,
+        tokenizer,
+        cfg.output,
+        splits=list(splits) if splits is not None else None,
+        max_length=cfg.get("max_length"),
+        overwrite=bool(cfg.get("overwrite", False)),
+    )
+    if cfg.get("save_tokenizer_to"):
+        EventTokenizer.from_pretrained(summary["tokenizer"]["saved_to"]).save_pretrained(cfg.save_tokenizer_to)
+        summary["tokenizer"]["also_saved_to"] = str(cfg.save_tokenizer_to)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (Path(cfg.output) / "tokenize_config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"tokenized {summary['meds_dir']} -> {summary['output_dir']} "
+          f"(vocab {summary['tokenizer']['vocab_size']}, max_length {summary['max_length']}, {summary['seconds']} s)")
+    print(f"{'split':<10} {'sequences':>10} {'tokens':>12} {'p50':>7} {'p90':>7} {'max':>7} {'unk rate':>9} {'truncated':>9}")
+    for name, s in summary["splits"].items():
+        length = s["length"]
+        print(f"{name:<10} {s['sequences']:>10} {s['tokens']:>12} {length.get('p50', 0):>7.0f} {length.get('p90', 0):>7.0f} "
+              f"{length.get('max', 0):>7} {s['unk_rate']:>9.4f} {s['truncated_sequences']:>9}")
