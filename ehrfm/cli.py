@@ -8,6 +8,7 @@ wires stages to their functions; the work lives in the stage's sub-package.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ Each stage reads conf/<stage>.yaml; override any key on the command line, e.g.
   ehrfm ingest --cfg job          (print the composed config and exit)
   ehrfm <stage> --help            (Hydra's help for that stage)
 """
+
+
+_STAGE_ENV = "EHRFM_STAGE"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ STAGES: dict[str, Stage] = {
         Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset", "ehrfm.ingest.stage:run_ingest_stage"),
         Stage("tokenize", "MEDS dataset -> timed token sequences (fit or load a tokenizer)",
               "ehrfm.tokenize.stage:run_tokenize_stage"),
+        Stage("pretrain", "next-event pretraining of the Mamba backbone (Lightning)",
+              "ehrfm.train.stage:run_pretrain_stage"),
     )
 }
 
@@ -63,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ehrfm {__version__}")
         return 0
     name, overrides = args[0], args[1:]
+    inherited = os.environ.get(_STAGE_ENV)
+    if name not in STAGES and inherited in STAGES and ("=" in name or name.startswith("-")):
+        # A child process that Lightning's DDP launcher started by re-running this command line
+        # (which holds only the Hydra overrides): the stage comes from the parent's environment.
+        name, overrides = inherited, args
     stage = STAGES.get(name)
     if stage is None:
         print(f"ehrfm: unknown stage {name!r}\n", file=sys.stderr)
@@ -84,7 +95,10 @@ def _run_hydra_stage(stage: Stage, overrides: list[str]) -> int:
         runner(cfg)
 
     saved = sys.argv
-    sys.argv = [f"ehrfm {stage.name}", *overrides]
+    # Hydra reads the overrides from sys.argv; the program name stays so that launchers that
+    # re-run the command (Lightning DDP) find the same program.
+    sys.argv = [saved[0], *overrides]
+    os.environ[_STAGE_ENV] = stage.name
     try:
         _app()
     except SystemExit as exc:  # Hydra exits on its own flags (--help, --cfg) and on errors

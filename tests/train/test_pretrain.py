@@ -1,0 +1,59 @@
+"""``ehrfm pretrain``: every experiment composes and runs; resume continues; DDP runs on gloo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ehrfm.model import EHRLanguageModel
+from ehrfm.resources import conf_dir
+from ehrfm.train.stage import run_pretrain_stage
+
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+SMALL_DATA = ["data.max_length=256", "data.tokens_per_batch=1024", "trainer.enable_progress_bar=false"]
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="pretrain", overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_with_fast_dev_run(experiment: str, tokens_dir: Path, tmp_path: Path) -> None:
+    cfg = _compose([f"experiment={experiment}", f"output={tmp_path}", f"data.tokens_dir={tokens_dir}",
+                    "+trainer.fast_dev_run=true", *SMALL_DATA])
+    metrics = run_pretrain_stage(cfg)
+    assert metrics["global_step"] == 1
+    model = EHRLanguageModel.from_pretrained(tmp_path / "model")
+    assert model.config.d_model == cfg.model.d_model
+
+
+def test_training_beats_unigram_and_resume_continues_the_step_count(tokens_dir: Path, tmp_path: Path) -> None:
+    common = [f"data.tokens_dir={tokens_dir}", *SMALL_DATA, "optim.warmup_steps=2", "optim.learning_rate=3e-3"]
+    straight = run_pretrain_stage(_compose([f"output={tmp_path / 'a'}", "trainer.max_epochs=4", *common]))
+    assert straight["best_val_perplexity"] < straight["unigram_perplexity"]
+    first = run_pretrain_stage(_compose([f"output={tmp_path / 'b'}", "trainer.max_epochs=2", *common]))
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
+    resumed = run_pretrain_stage(_compose([f"output={tmp_path / 'b'}", "trainer.max_epochs=4", "ckpt_path=last",
+                                           *common]))
+    assert first["global_step"] * 2 == resumed["global_step"] == straight["global_step"]
+    logs = list((tmp_path / "a" / "logs").rglob("metrics.csv")) + list((tmp_path / "a" / "logs").rglob("events.*"))
+    assert len(logs) >= 2, "CSV and TensorBoard logs"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo(tokens_dir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ehrfm.cli", "pretrain", "trainer=ddp_cpu", f"output={tmp_path}",
+         f"data.tokens_dir={tokens_dir}", "trainer.max_epochs=1", *SMALL_DATA],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gloo" in (result.stdout + result.stderr).lower() or "distributed" in (result.stdout + result.stderr).lower()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["global_step"] >= 1 and metrics["best_val_perplexity"] is not None
