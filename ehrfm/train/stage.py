@@ -72,6 +72,7 @@ def build_trainer(cfg: DictConfig, output: Path) -> L.Trainer:
 def run_pretrain_stage(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output)
     output.mkdir(parents=True, exist_ok=True)
+    (output / "pretrain_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True)
     tokens_dir = prepare_tokens(cfg, output)
     tokenizer = EventTokenizer.from_pretrained(tokens_dir / "tokenizer")

@@ -23,6 +23,12 @@ def _compose(overrides: list[str]):
         return compose(config_name="pretrain", overrides=overrides)
 
 
+def test_an_experiment_overrides_the_stage_defaults() -> None:
+    cfg = _compose(["experiment=synthea_small"])
+    assert cfg.model.d_model == 256 and cfg.optim.learning_rate == 2e-3
+    assert cfg.output == "ehrfm_out/synthea_small" and cfg.data.fhir_input.endswith("synthea-r4")
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_with_fast_dev_run(experiment: str, tokens_dir: Path, tmp_path: Path) -> None:
     cfg = _compose([f"experiment={experiment}", f"output={tmp_path}", f"data.tokens_dir={tokens_dir}",
