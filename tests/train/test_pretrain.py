@@ -25,7 +25,7 @@ def _compose(overrides: list[str]):
 
 def test_an_experiment_overrides_the_stage_defaults() -> None:
     cfg = _compose(["experiment=synthea_small"])
-    assert cfg.model.d_model == 256 and cfg.optim.learning_rate == 2e-3
+    assert cfg.model.d_model == 256 and cfg.trainer.max_epochs == 8 and cfg.data.tokens_per_batch == 8192
     assert cfg.output == "ehrfm_out/synthea_small" and cfg.data.fhir_input.endswith("synthea-r4")
 
 
