@@ -1,0 +1,154 @@
+"""``save_pretrained`` / ``from_pretrained``: a directory of ``config.json`` + ``model.safetensors``.
+
+No pickle anywhere on the load path: the config is JSON and the weights are safetensors, so a
+model directory from an untrusted source cannot run code. (Lightning ``.ckpt`` files are for
+resuming training only.)
+
+``config.json``::
+
+    {"format": "ehrfm-model", "format_version": 1, "model_class": "EHRLanguageModel",
+     "config": {... BackboneConfig fields ...}}
+
+Tied weights (the LM head shares the token embedding) are stored once and re-tied on load.
+A ``MambaBackbone`` can be loaded from an ``EHRLanguageModel`` directory (its ``backbone.``
+weights), which is how task heads start from a pretrained model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .config import BackboneConfig
+
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "MissingPretrainedFileError",
+    "PretrainedFormatError",
+    "PretrainedMixin",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "ehrfm-model"
+FORMAT_VERSION = 1
+
+T = TypeVar("T", bound="PretrainedMixin")
+
+
+class PretrainedFormatError(ValueError):
+    """A model directory exists but a file in it is unreadable or does not match the model."""
+
+
+class MissingPretrainedFileError(FileNotFoundError):
+    """The model directory, or a file it must contain, does not exist."""
+
+
+def _storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+
+
+def _aliases(state: dict[str, Tensor]) -> dict[str, str]:
+    """``{alias_key: first_key}`` for entries that are views of an earlier entry (tied weights)."""
+    first: dict[Any, str] = {}
+    out: dict[str, str] = {}
+    for key, tensor in state.items():
+        sk = _storage_key(tensor)
+        if sk in first:
+            out[key] = first[sk]
+        else:
+            first[sk] = key
+    return out
+
+
+class PretrainedMixin:
+    """Adds ``save_pretrained`` / ``from_pretrained`` to an ``nn.Module`` built from a ``BackboneConfig``.
+
+    Subclasses set ``config`` in ``__init__(config)``. ``loadable_from`` maps another model
+    class name to the key prefix under which this model's weights sit in that class's files.
+    """
+
+    config: BackboneConfig
+    loadable_from: ClassVar[dict[str, str]] = {}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        assert isinstance(self, nn.Module)
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        tied = _aliases(state)
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in tied}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        save_file(weights, str(out / WEIGHTS_NAME), metadata={"format": "pt", "model_class": type(self).__name__})
+        return out
+
+    @classmethod
+    def read_config(cls, directory: str | Path) -> tuple[str, BackboneConfig]:
+        """``(model_class, config)`` from ``directory/config.json``, with errors naming the file."""
+        path = Path(directory) / CONFIG_NAME
+        if not Path(directory).is_dir():
+            raise MissingPretrainedFileError(f"model directory not found: {directory}")
+        if not path.is_file():
+            raise MissingPretrainedFileError(f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            meta = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PretrainedFormatError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise PretrainedFormatError(f"{path}: not an ehrfm model config (expected \"format\": \"{FORMAT}\")")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise PretrainedFormatError(f"{path}: format_version {meta.get('format_version')!r}; this ehrfm reads {FORMAT_VERSION}")
+        if not isinstance(meta.get("config"), dict):
+            raise PretrainedFormatError(f"{path}: \"config\" must be an object")
+        try:
+            config = BackboneConfig.from_dict(meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise PretrainedFormatError(f"{path}: {exc}") from exc
+        return str(meta.get("model_class", "")), config
+
+    @classmethod
+    def from_pretrained(cls: type[T], directory: str | Path, map_location: str | torch.device = "cpu") -> T:
+        """Rebuild the model from ``directory`` (see module docstring); weights must match exactly."""
+        model_class, config = cls.read_config(directory)
+        if model_class == cls.__name__:
+            prefix = ""
+        elif model_class in cls.loadable_from:
+            prefix = cls.loadable_from[model_class]
+        else:
+            raise PretrainedFormatError(
+                f"{Path(directory) / CONFIG_NAME}: holds a {model_class!r}, which {cls.__name__}.from_pretrained cannot load"
+            )
+        path = Path(directory) / WEIGHTS_NAME
+        if not path.is_file():
+            raise MissingPretrainedFileError(f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            stored = load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise PretrainedFormatError(f"{path}: unreadable safetensors file ({exc})") from exc
+        if prefix:
+            stored = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+
+        model = cls(config)  # type: ignore[call-arg]
+        assert isinstance(model, nn.Module)
+        expected = model.state_dict()
+        tied = _aliases(expected)
+        missing = sorted(set(expected) - set(stored) - set(tied))
+        unexpected = sorted(set(stored) - set(expected))
+        if missing or unexpected:
+            raise PretrainedFormatError(f"{path}: weights do not match {config!r}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+        for key, tensor in stored.items():
+            if tensor.shape != expected[key].shape:
+                raise PretrainedFormatError(f"{path}: {key} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[key].shape)}")
+        # strict=False only because tied aliases are absent; everything else was checked above.
+        model.load_state_dict(stored, strict=False)
+        return model.to(map_location)  # type: ignore[return-value]
