@@ -2,7 +2,7 @@
 
 >>> cfg = BackboneConfig.preset("tiny", vocab_size=500)
 >>> cfg.d_model, cfg.n_layers, cfg.mixer, cfg.state_size, cfg.n_heads
-(64, 2, 'mamba2', 32, 8)
+(64, 2, 'mamba2', 64, 8)
 >>> BackboneConfig.from_dict(cfg.to_dict()) == cfg
 True
 >>> BackboneConfig(mixer="mamba3")
@@ -24,11 +24,13 @@ MIXERS = ("mamba1", "mamba2")
 
 # Named sizes (torchtune-style builders as data). `base` matches the published EHR Mamba scale
 # (~120M parameters: d_model 768, 32 layers); `small` is what pretrains on a CPU in minutes
-# per epoch; `tiny` is for tests and smoke runs.
+# per epoch; `tiny` is for tests and smoke runs. No d_state here: left None, it follows the
+# mixer (64 for Mamba-2, 16 for Mamba-1), so `preset("small", mixer="mamba1")` is a sensible
+# Mamba-1 rather than one with a 4x larger state.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"d_model": 64, "n_layers": 2, "d_state": 32, "headdim": 16},
-    "small": {"d_model": 256, "n_layers": 4, "d_state": 64, "headdim": 64},
-    "base": {"d_model": 768, "n_layers": 32, "d_state": 64, "headdim": 64},
+    "tiny": {"d_model": 64, "n_layers": 2, "headdim": 16},
+    "small": {"d_model": 256, "n_layers": 4, "headdim": 64},
+    "base": {"d_model": 768, "n_layers": 32, "headdim": 64},
 }
 
 

@@ -22,7 +22,7 @@ kernels only for CUDA tensors where they imported; everything else runs the refe
 >>> y, state = mixer(x, return_state=True)
 >>> y_t, state = mixer.step(torch.randn(2, 64), state)
 >>> y.shape, y_t.shape, tuple(state.ssm.shape)
-(torch.Size([2, 10, 64]), torch.Size([2, 64]), (2, 8, 16, 32))
+(torch.Size([2, 10, 64]), torch.Size([2, 64]), (2, 8, 16, 64))
 """
 
 from __future__ import annotations

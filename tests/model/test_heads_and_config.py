@@ -76,3 +76,18 @@ def test_unknown_preset_and_fields() -> None:
         BackboneConfig.preset("huge")
     with pytest.raises(ValueError, match=r"unknown BackboneConfig field\(s\) \['layers'\]"):
         BackboneConfig.from_dict({"layers": 3})
+
+
+def test_model_config_files_match_the_python_presets() -> None:
+    """conf/model/<name>.yaml (what Hydra users pick) and PRESETS (Python users) are one size."""
+    from omegaconf import OmegaConf
+
+    from ehrfm.model import PRESETS, BackboneConfig
+    from ehrfm.resources import conf_dir
+
+    for name, preset in PRESETS.items():
+        from_file = BackboneConfig(**OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml")))
+        from_python = BackboneConfig.preset(name)
+        for field in ("mixer", "d_model", "n_layers", "headdim", "expand", "state_size", "n_heads"):
+            assert getattr(from_file, field) == getattr(from_python, field), (name, field)
+        assert set(preset) <= set(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml"))
