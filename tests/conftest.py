@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data not found at {SHARED_DATA}: the checkout must sit beside shared/")
     return SHARED_DATA
+
+
+# Tiny models and ops gain nothing from a second OpenMP thread, and on a shared machine it costs
+# a lot: when another process holds a core every small op waits at an OpenMP barrier
+# (measured: tests/model took 156 s with 2 threads under load, 10 s with 1).
+_SINGLE_THREAD_FOLDERS = ("ops", "model")
+
+
+@pytest.fixture(autouse=True)
+def _single_torch_thread_for_small_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    if Path(request.node.path).parent.name not in _SINGLE_THREAD_FOLDERS:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
