@@ -40,3 +40,21 @@ def test_console_script_runs_in_a_subprocess(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=tmp_path, check=True)
     assert "num_shards: auto" in result.stdout
     assert list(tmp_path.iterdir()) == [], "Hydra must not write into the working directory"
+
+
+def test_ingest_yaml_defaults_are_the_python_defaults() -> None:
+    """conf/ingest.yaml restates IngestConfig's defaults for CLI users; the two must not drift."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from ehrfm.ingest import IngestConfig
+    from ehrfm.resources import conf_dir
+
+    yaml = OmegaConf.to_container(OmegaConf.load(conf_dir() / "ingest.yaml"))
+    python = IngestConfig(inputs=["x"], output="y")
+    for field in dataclasses.fields(IngestConfig):
+        if field.name in ("inputs", "output"):
+            continue
+        expected = None if field.name == "skip_types" else getattr(python, field.name)
+        assert yaml[field.name] == expected, field.name

@@ -41,6 +41,8 @@ class FinalizeResult:
     events: int = 0
     shards: list[str] = field(default_factory=list)
     codes: set[str] = field(default_factory=set)
+    patients: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient_id, subject_id
+    descriptions: dict[str, str] = field(default_factory=dict)  # Medication codes' displays
 
 
 def read_patients(tmp: Path) -> pl.DataFrame:
@@ -60,26 +62,25 @@ def read_patients(tmp: Path) -> pl.DataFrame:
     return patients
 
 
-def _read_medications(tmp: Path) -> pl.DataFrame:
+def read_medications(tmp: Path) -> pl.DataFrame:
+    """Every Medication read (id, code, description), in input order; one read of the spill."""
     parts = sorted((tmp / "medications").glob("*.parquet"))
     if not parts:
-        return pl.DataFrame(schema={"medication_id": pl.String(), "_med_code": pl.String()})
+        return pl.DataFrame(schema={"medication_id": pl.String(), "code": pl.String(), "description": pl.String()})
+    return pl.read_parquet(parts).sort(_RESOURCE_KEY).select("medication_id", "code", "description")
+
+
+def _medication_codes(medications: pl.DataFrame) -> pl.DataFrame:
+    """id -> code for resolving references; the first Medication read with an id wins."""
     return (
-        pl.read_parquet(parts)
-        .sort(_RESOURCE_KEY)
-        .unique("medication_id", keep="first", maintain_order=True)
+        medications.unique("medication_id", keep="first", maintain_order=True)
         .select("medication_id", pl.col("code").alias("_med_code"))
     )
 
 
-def medication_descriptions(tmp: Path) -> dict[str, str]:
-    parts = sorted((tmp / "medications").glob("*.parquet"))
-    if not parts:
-        return {}
-    frame = (
-        pl.read_parquet(parts).drop_nulls("description").sort(_RESOURCE_KEY)
-        .unique("code", keep="first", maintain_order=True)
-    )
+def _medication_descriptions(medications: pl.DataFrame) -> dict[str, str]:
+    """code -> description, the first description read for a code winning."""
+    frame = medications.drop_nulls("description").unique("code", keep="first", maintain_order=True)
     return dict(zip(frame["code"].to_list(), frame["description"].to_list()))
 
 
@@ -150,13 +151,15 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     shards = plan_shards(tmp, config)
     shared = tmp / "finalize"
     shared.mkdir(parents=True, exist_ok=True)
-    read_patients(tmp).write_parquet(shared / "patients.parquet")
-    _read_medications(tmp).write_parquet(shared / "medications.parquet")
+    patients = read_patients(tmp)
+    medications = read_medications(tmp)
+    patients.write_parquet(shared / "patients.parquet")
+    _medication_codes(medications).write_parquet(shared / "medications.parquet")
     find_duplicates(tmp, files, partitions=len(shards)).write_parquet(shared / "duplicates.parquet")
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(index, [str(f) for f in shard_files]) for index, shard_files in enumerate(shards) if shard_files]
-    result = FinalizeResult()
+    result = FinalizeResult(patients=patients, descriptions=_medication_descriptions(medications))
     rejects: list[pl.DataFrame] = []
     for shard in map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
                         [str(data_dir)] * len(jobs)):

@@ -22,7 +22,7 @@ from meds import CodeMetadataSchema, DatasetMetadataSchema, SubjectSplitSchema
 import ehrfm
 from ehrfm import schema
 from ehrfm.ingest.config import IngestConfig
-from ehrfm.ingest.finalize import finalize, medication_descriptions, read_patients
+from ehrfm.ingest.finalize import finalize
 from ehrfm.ingest.sources import discover_files
 from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
@@ -68,8 +68,8 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             batch = _map_files(files, config, tmp, map_fn, workers)
             file_names = [str(p) for p in files]
             final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
-        patients = read_patients(tmp)
-        descriptions = {**medication_descriptions(tmp),
+        patients = final.patients
+        descriptions = {**final.descriptions,
                         **{code: found[2] for code, found in batch.descriptions.items()}}
         _write_rejects(tmp, output, finalize_rejects)
         summary = IngestSummary.from_counts(

@@ -6,7 +6,6 @@ from typing import Any
 
 from ehrfm import schema
 from ehrfm.ingest.events import EventEmitter, Reject
-from ehrfm.ingest.vocabulary import code_from_coding
 
 _RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 _ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
