@@ -58,6 +58,19 @@ if ! imports "import torch; assert torch.cuda.is_available()"; then
 fi
 ARCH=$("$PY" -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}{c[1]}')")
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+# torch's extension build falls back to a serial, far slower build when no ninja is on PATH:
+# take the one the ninja package ships if the interpreter has it.
+if ! command -v ninja >/dev/null; then
+  ninja_dir=$("$PY" -c "import ninja; print(ninja.BIN_DIR)" 2>/dev/null) && export PATH="$ninja_dir:$PATH"
+fi
+echo "nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo missing); ninja: $(ninja --version 2>/dev/null || echo missing); MAX_JOBS=$MAX_JOBS"
+# pip installs into the interpreter's site-packages; where that is read-only (a shared image, a
+# non-root user), into a folder put on PYTHONPATH (kept below wherever PYTHONPATH=. is set).
+if ! "$PY" -c "import os, sys, sysconfig; sys.exit(not os.access(sysconfig.get_paths()['purelib'], os.W_OK))"; then
+  export PIP_TARGET=${PIP_TARGET:-/tmp/gpu_check_site}
+  export PYTHONPATH="$PIP_TARGET${PYTHONPATH:+:$PYTHONPATH}"
+  log "site-packages is not writable: installing into $PIP_TARGET"
+fi
 
 # --- pure-Python dependencies (only what is missing)
 for module_package in einops:einops transformers:transformers pytest:pytest safetensors:safetensors ninja:ninja; do
@@ -147,7 +160,7 @@ else
     log "no mamba-ssm wheel or sdist in $WHEELS; kernel tests will skip and the table shows the reference only"
   fi
 fi
-PYTHONPATH=. "$PY" - <<'REPORT'
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" "$PY" - <<'REPORT'
 from ehrfm.ops import load_kernels
 k = load_kernels()
 print("kernels available:", ", ".join(k.available()) or "none")
@@ -157,13 +170,22 @@ REPORT
 
 # --- parity tests (kernel vs reference, fwd + bwd, fp32 and bf16)
 log "GPU parity tests"
-PYTHONPATH=. timeout "$(min 150 $(( $(left) - 60 )))" "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/ops/test_kernels_gpu.py
+# -v: one line per test as it ends, so a run cut short by the timeout still shows what passed.
+# Several workers when pytest-xdist is there: on a fresh machine most of the time is Triton
+# compiling every autotune config of the Mamba-2 kernels, once per dtype and shape, serially in
+# one process; workers spread that over the cores (the GPU is shared, results are unchanged).
+workers=()
+if imports "import xdist"; then workers=(-n "${GPU_CHECK_TEST_WORKERS:-4}"); fi
+test_limit=$(min "${GPU_CHECK_TEST_TIMEOUT:-180}" $(( $(left) - 60 )))
+if [ "$test_limit" -lt 20 ]; then test_limit=20; fi  # past the deadline: still a short try, never a negative timeout
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout "$test_limit" \
+  "$PY" -m pytest -v ${workers[@]+"${workers[@]}"} -p no:cacheprovider -rs --durations=10 -m gpu tests/ops/test_kernels_gpu.py
 tests_rc=$?
 remaining=$(left)
 if [ "$remaining" -gt 40 ]; then
   log "throughput table (${remaining}s left)"
   # --budget-s stops starting new cells; a started cell may run ~30 s more (warm-up + timing).
-  PYTHONPATH=. timeout "$((remaining - 5))" "$PY" bench/gpu_check.py --budget-s "$((remaining - 40))" || log "throughput table stopped early"
+  PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout "$((remaining - 5))" "$PY" bench/gpu_check.py --budget-s "$((remaining - 40))" || log "throughput table stopped early"
 else
   log "no time left for the throughput table"
 fi
