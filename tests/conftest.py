@@ -18,10 +18,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def synthea_meds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 615-patient Synthea FHIR set as a MEDS dataset, ingested once per test session.
+
+    Shared by the tokenizer's and the tasks' real-data tests (about 20 s to build).
+    """
+    from ehrfm.ingest import ingest_fhir
+
+    out = tmp_path_factory.mktemp("synthea") / "meds"
+    ingest_fhir(inputs=[str(shared_data / "synthea-r4")], output=out, workers=2)
+    return out
+
+
 # Tiny models and ops gain nothing from a second OpenMP thread, and on a shared machine it costs
 # a lot: when another process holds a core every small op waits at an OpenMP barrier
 # (measured: tests/model took 156 s with 2 threads under load, 10 s with 1).
-_SINGLE_THREAD_FOLDERS = ("ops", "model")
+_SINGLE_THREAD_FOLDERS = ("ops", "model", "finetune")
 
 
 @pytest.fixture(autouse=True)

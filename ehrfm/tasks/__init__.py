@@ -1,0 +1,53 @@
+"""Clinical prediction tasks defined in YAML, labelled leak-free and censored on MEDS events.
+
+A task file names its trigger (which events create prediction times), observation rules, the
+prediction window, the label predicate, exclusions and sampling; see
+:mod:`ehrfm.tasks.definition` for the rules and ``ehrfm/tasks/builtin/*.yaml`` for examples.
+``label_meds_dataset`` (the ``ehrfm label`` stage) writes one MEDS label file per task.
+
+>>> from ehrfm.tasks import builtin_task_names, load_task
+>>> task = load_task("mortality_1y")
+>>> task.name, task.prompt_token, str(task.window.end)
+('mortality_1y', '[TASK_000]', '365 days, 0:00:00')
+"""
+
+from .catalog import BUILTIN_DIR, TEMPLATES_DIR, builtin_task_names, load_task, load_tasks, read_task_file
+from .dataset import label_meds_dataset, to_meds_labels
+from .definition import (
+    CodeMatch,
+    Exclusions,
+    LabelRule,
+    Observation,
+    PredictionWindow,
+    Sampling,
+    TaskDefinition,
+    TaskDefinitionError,
+    Trigger,
+)
+from .durations import format_duration, parse_duration
+from .labeler import EXCLUSION_REASONS, candidate_table, label_task
+
+__all__ = [
+    "BUILTIN_DIR",
+    "EXCLUSION_REASONS",
+    "TEMPLATES_DIR",
+    "CodeMatch",
+    "Exclusions",
+    "LabelRule",
+    "Observation",
+    "PredictionWindow",
+    "Sampling",
+    "TaskDefinition",
+    "TaskDefinitionError",
+    "Trigger",
+    "builtin_task_names",
+    "candidate_table",
+    "format_duration",
+    "label_meds_dataset",
+    "label_task",
+    "load_task",
+    "load_tasks",
+    "parse_duration",
+    "read_task_file",
+    "to_meds_labels",
+]
