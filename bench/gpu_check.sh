@@ -179,10 +179,13 @@ if imports "import xdist"; then workers=(-n "${GPU_CHECK_TEST_WORKERS:-4}"); fi
 test_limit=$(min "${GPU_CHECK_TEST_TIMEOUT:-180}" $(( $(left) - 60 )))
 if [ "$test_limit" -lt 20 ]; then test_limit=20; fi  # past the deadline: still a short try, never a negative timeout
 PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout "$test_limit" \
-  "$PY" -m pytest -v ${workers[@]+"${workers[@]}"} -p no:cacheprovider -rs --durations=10 -m gpu tests/ops/test_kernels_gpu.py
+  "$PY" -m pytest -v ${workers[@]+"${workers[@]}"} -p no:cacheprovider -rs --durations=10 -m gpu tests/ops/test_kernels_gpu.py \
+  ${GPU_CHECK_TEST_SELECT:+-k "$GPU_CHECK_TEST_SELECT"}
 tests_rc=$?
 remaining=$(left)
-if [ "$remaining" -gt 40 ]; then
+if [ -n "${GPU_CHECK_NO_TABLE:-}" ]; then
+  log "throughput table skipped (GPU_CHECK_NO_TABLE)"
+elif [ "$remaining" -gt 40 ]; then
   log "throughput table (${remaining}s left)"
   # --budget-s stops starting new cells; a started cell may run ~30 s more (warm-up + timing).
   PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout "$((remaining - 5))" "$PY" bench/gpu_check.py --budget-s "$((remaining - 40))" || log "throughput table stopped early"
