@@ -48,6 +48,12 @@ STAGES: dict[str, Stage] = {
               "ehrfm.tokenize.stage:run_tokenize_stage"),
         Stage("pretrain", "next-event pretraining of the Mamba backbone (Lightning)",
               "ehrfm.train.stage:run_pretrain_stage"),
+        Stage("label", "MEDS dataset -> leak-free, censored task labels (tasks defined in YAML)",
+              "ehrfm.tasks.stage:run_label_stage"),
+        Stage("finetune", "multitask prompted finetuning of a pretrained model on task labels",
+              "ehrfm.finetune.stage:run_finetune_stage"),
+        Stage("evaluate", "finetuned model vs linear probe vs count-feature baselines, with CIs",
+              "ehrfm.evaluate.stage:run_evaluate_stage"),
     )
 }
 

@@ -58,3 +58,15 @@ def test_ingest_yaml_defaults_are_the_python_defaults() -> None:
             continue
         expected = None if field.name == "skip_types" else getattr(python, field.name)
         assert yaml[field.name] == expected, field.name
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_stage_resolves_and_its_config_composes(name: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from ehrfm.resources import conf_dir
+
+    assert callable(STAGES[name].load())
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=name)
+    assert cfg is not None and "hydra" not in cfg

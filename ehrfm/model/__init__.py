@@ -11,6 +11,7 @@ from .config import PRESETS, BackboneConfig
 from .embeddings import STREAMS, EHREmbedding
 from .heads import HEADS, NextTokenHead, build_head, register_head
 from .language_model import EHRLanguageModel
+from .task_heads import PerTaskHead, SharedTaskHead
 from .mixers import Mamba1Mixer, Mamba2Mixer, MixerState
 from .pretrained import MissingPretrainedFileError, PretrainedFormatError
 
@@ -28,8 +29,10 @@ __all__ = [
     "MissingPretrainedFileError",
     "MixerState",
     "NextTokenHead",
+    "PerTaskHead",
     "PretrainedFormatError",
     "ResidualBlock",
+    "SharedTaskHead",
     "build_head",
     "register_head",
 ]

@@ -111,7 +111,7 @@ class ResidualBlock(nn.Module):
 class MambaBackbone(PretrainedMixin, nn.Module):
     """Embedding + ``n_layers`` residual Mamba blocks + final norm; returns hidden states."""
 
-    loadable_from = {"EHRLanguageModel": "backbone."}
+    loadable_from = {"EHRLanguageModel": "backbone.", "MultitaskModel": "backbone."}
 
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()

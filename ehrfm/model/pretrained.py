@@ -88,13 +88,31 @@ class PretrainedMixin:
         tied = _aliases(state)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in tied}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        extra = self.extra_config()
+        if extra:
+            meta["extra"] = extra
         (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         save_file(weights, str(out / WEIGHTS_NAME), metadata={"format": "pt", "model_class": type(self).__name__})
         return out
 
+    def extra_config(self) -> dict[str, Any]:
+        """JSON-able settings beyond the ``BackboneConfig`` (e.g. task names); stored as ``"extra"``."""
+        return {}
+
+    @classmethod
+    def build_from_config(cls: type[T], config: BackboneConfig, extra: dict[str, Any]) -> T:
+        """The empty model that ``from_pretrained`` fills; override when ``extra_config`` is used."""
+        return cls(config)  # type: ignore[call-arg]
+
     @classmethod
     def read_config(cls, directory: str | Path) -> tuple[str, BackboneConfig]:
         """``(model_class, config)`` from ``directory/config.json``, with errors naming the file."""
+        model_class, config, _ = cls.read_meta(directory)
+        return model_class, config
+
+    @classmethod
+    def read_meta(cls, directory: str | Path) -> tuple[str, BackboneConfig, dict[str, Any]]:
+        """``(model_class, config, extra)`` from ``directory/config.json``."""
         path = Path(directory) / CONFIG_NAME
         if not Path(directory).is_dir():
             raise MissingPretrainedFileError(f"model directory not found: {directory}")
@@ -114,12 +132,15 @@ class PretrainedMixin:
             config = BackboneConfig.from_dict(meta["config"])
         except (TypeError, ValueError) as exc:
             raise PretrainedFormatError(f"{path}: {exc}") from exc
-        return str(meta.get("model_class", "")), config
+        extra = meta.get("extra", {})
+        if not isinstance(extra, dict):
+            raise PretrainedFormatError(f"{path}: \"extra\" must be an object, got {extra!r}")
+        return str(meta.get("model_class", "")), config, extra
 
     @classmethod
     def from_pretrained(cls: type[T], directory: str | Path, map_location: str | torch.device = "cpu") -> T:
         """Rebuild the model from ``directory`` (see module docstring); weights must match exactly."""
-        model_class, config = cls.read_config(directory)
+        model_class, config, extra = cls.read_meta(directory)
         if model_class == cls.__name__:
             prefix = ""
         elif model_class in cls.loadable_from:
@@ -138,7 +159,10 @@ class PretrainedMixin:
         if prefix:
             stored = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
 
-        model = cls(config)  # type: ignore[call-arg]
+        try:
+            model = cls.build_from_config(config, extra) if model_class == cls.__name__ else cls.build_from_config(config, {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PretrainedFormatError(f"{Path(directory) / CONFIG_NAME}: bad \"extra\" settings ({exc})") from exc
         assert isinstance(model, nn.Module)
         expected = model.state_dict()
         tied = _aliases(expected)

@@ -14,7 +14,8 @@ from ehrfm.model import EHRLanguageModel
 from ehrfm.resources import conf_dir
 from ehrfm.train.stage import run_pretrain_stage
 
-EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
+# Experiments of the later stages (finetune/evaluate) set finetune_output; the rest are pretraining ones.
+EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml") if "finetune_output" not in p.read_text())
 SMALL_DATA = ["data.max_length=256", "data.tokens_per_batch=1024", "trainer.enable_progress_bar=false"]
 
 

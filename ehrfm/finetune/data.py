@@ -1,0 +1,66 @@
+"""Torch dataset and collation for a :class:`~ehrfm.finetune.cohort.Cohort`.
+
+Batches mix tasks: a row carries every task's label (NaN where the task has none), and the
+length-bucketed sampler groups rows of similar history length whatever their tasks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from ehrfm.tokenize.sequence_schema import AGE_YEARS, INPUT_IDS, STREAM_COLUMNS, TIME_DAYS, TOKEN_TYPE, VISIT_INDEX
+from ehrfm.train.data import collate_sequences
+
+from .cohort import Cohort
+
+__all__ = ["CohortDataset", "collate_cohort"]
+
+_DTYPES = {INPUT_IDS: np.int64, TIME_DAYS: np.float64, AGE_YEARS: np.float32, VISIT_INDEX: np.int64, TOKEN_TYPE: np.int64}
+
+
+class CohortDataset(Dataset):
+    """Items: the five streams (1-D tensors), ``prompt_*`` scalars and ``labels`` ``(k,)``."""
+
+    def __init__(self, cohort: Cohort) -> None:
+        frame = cohort.frame
+        self.lengths = frame[INPUT_IDS].list.len().to_numpy().astype(np.int64)
+        self.offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=self.offsets[1:])
+        self.streams = {name: frame[name].explode().to_numpy().astype(_DTYPES[name]) for name in STREAM_COLUMNS}
+        self.prompt_time_days = frame["prompt_time_days"].to_numpy().astype(np.float64)
+        self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32), nan=0.0)
+        self.prompt_visit_index = frame["prompt_visit_index"].to_numpy().astype(np.int64)
+        self.labels = cohort.label_matrix()
+        self.keys = frame.select("subject_id", "prediction_time")
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start, end = self.offsets[index], self.offsets[index + 1]
+        item = {name: torch.from_numpy(values[start:end]) for name, values in self.streams.items()}
+        item["prompt_time_days"] = torch.tensor(self.prompt_time_days[index], dtype=torch.float64)
+        item["prompt_age_years"] = torch.tensor(self.prompt_age_years[index])
+        item["prompt_visit_index"] = torch.tensor(self.prompt_visit_index[index])
+        item["labels"] = torch.from_numpy(self.labels[index])
+        item["row"] = torch.tensor(index)
+        return item
+
+    def key_frame(self, rows: np.ndarray) -> pl.DataFrame:
+        """``subject_id, prediction_time`` of the given dataset rows."""
+        return self.keys[rows]
+
+
+def collate_cohort(items: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded history streams (NaN-safe) + stacked prompt values, labels and row ids."""
+    batch = collate_sequences(items, pad_token_id)
+    for key in ("prompt_time_days", "prompt_age_years", "prompt_visit_index", "labels", "row"):
+        batch[key] = torch.stack([item[key] for item in items])
+    # A history whose times are all unknown (static facts only) reads as sitting at the prompt.
+    unknown = torch.tensor([bool(torch.isnan(item[TIME_DAYS]).all()) for item in items])
+    if unknown.any():
+        batch[TIME_DAYS][unknown] = batch["prompt_time_days"][unknown].unsqueeze(1)
+    return batch
