@@ -107,10 +107,9 @@ def check_predictions(predictions: pl.DataFrame) -> pl.DataFrame:
 
 def read_splits(meds_dir: str | Path) -> pl.DataFrame:
     """``metadata/subject_splits.parquet`` of a MEDS dataset, as ``subject_id``, ``split``."""
-    path = Path(meds_dir) / "metadata" / "subject_splits.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"no subject splits at {path}: is {meds_dir} a MEDS dataset?")
-    return pl.read_parquet(path, columns=[SUBJECT_ID, SPLIT]).with_columns(pl.col(SUBJECT_ID).cast(pl.Int64))
+    from ehrfm.tokenize.stage import read_splits as read_meds_splits
+
+    return read_meds_splits(meds_dir)
 
 
 def attach_splits(labels: pl.DataFrame, meds_dir: str | Path | pl.DataFrame) -> pl.DataFrame:

@@ -192,15 +192,16 @@ def _markdown(report: EvaluationReport) -> str:
             f"## {task}",
             "",
             "| model | n (patients) | positives | AUROC [95% CI] | AUPRC [95% CI] | Brier [95% CI] "
-            "| ECE before → after |",
-            "|---|---|---|---|---|---|---|",
+            "| Brier after calibration | ECE before → after |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         notes = []
         for r in (r for r in report.results if r.task == task):
             ece = f"{format_interval(r.before, 'ece')} → {format_interval(r.after, 'ece')}"
             lines.append(
                 f"| {r.model} | {r.n} ({r.n_subjects}) | {r.positives} | {format_interval(r.before, 'auroc')} | "
-                f"{format_interval(r.before, 'auprc')} | {format_interval(r.before, 'brier')} | {ece} |"
+                f"{format_interval(r.before, 'auprc')} | {format_interval(r.before, 'brier')} | "
+                f"{format_interval(r.after, 'brier')} | {ece} |"
             )
             if r.before.n_skipped:
                 notes.append(

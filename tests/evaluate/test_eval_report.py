@@ -64,12 +64,12 @@ def test_files_are_written(report) -> None:
 def test_markdown_has_a_table_per_task_with_intervals_and_a_summary(report) -> None:
     md = (report.output_dir / "results.md").read_text()
     assert "## mortality" in md and "## long stay" in md
-    assert "| model | n (patients) | positives | AUROC [95% CI] | AUPRC [95% CI] | Brier [95% CI] | ECE before → after |" in md
+    assert "| model | n (patients) | positives | AUROC [95% CI] | AUPRC [95% CI] | Brier [95% CI] | Brier after calibration | ECE before → after |" in md
     rows = [line for line in md.splitlines() if line.startswith("| sharp |") or line.startswith("| noisy |")]
     table_rows = [r for r in rows if "→" in r]
     assert len(table_rows) == 4
     for row in table_rows:
-        assert len(re.findall(CI, row)) == 5, row  # AUROC, AUPRC, Brier, ECE before, ECE after
+        assert len(re.findall(CI, row)) == 6, row  # AUROC, AUPRC, Brier before and after, ECE before and after
         assert re.search(rf"{CI} → {CI}", row)
     assert "mean AUROC" in md
     summary = [line for line in md.splitlines() if re.match(r"\| (sharp|noisy) \| 2 \| \d\.\d{3} \|$", line)]
