@@ -60,7 +60,7 @@ def read_splits(meds_dir: str | Path) -> pl.DataFrame:
     """``subject_id``, ``split`` from ``metadata/subject_splits.parquet`` (errors name the file)."""
     path = Path(meds_dir) / subject_splits_filepath
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; the tokenizer fits on the train split listed there")
+        raise FileNotFoundError(f"{path}: missing; is {meds_dir} a MEDS dataset? (its metadata lists each subject's split)")
     splits = pl.read_parquet(path)
     for column in (SUBJECT_ID, SPLIT):
         if column not in splits.columns:

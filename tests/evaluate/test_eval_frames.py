@@ -40,7 +40,7 @@ def test_attach_splits_names_subjects_without_a_split(tmp_path: Path) -> None:
     meds = _write_splits(tmp_path, {1: "train"})
     with pytest.raises(FrameFormatError, match=r"1 labelled subject\(s\) have no split, e.g. \[3\]"):
         attach_splits(_labels(), meds)
-    with pytest.raises(FileNotFoundError, match="subject splits"):
+    with pytest.raises(FileNotFoundError, match="subject_splits.parquet: missing; is .* a MEDS dataset"):
         attach_splits(_labels(), tmp_path / "elsewhere")
 
 
