@@ -46,7 +46,7 @@ _EXPORTS = {
     "build_vocabulary": "features",
     "count_features": "features",
     "CountFeatures": "features",
-    "fit_count_baselines": "baselines",
+    "fit_l2_logistic": "baselines",
     "run_count_baselines": "baselines",
     "LIGHTGBM_GRID": "baselines",
     "LOGISTIC_C_GRID": "baselines",

@@ -22,9 +22,8 @@ Ties in tuning AUROC go to the first candidate in grid order (for logistic regre
 smallest ``C``, i.e. the strongest penalty). The chosen models are not refit on train + tuning:
 the tuning rows must stay out-of-sample for the post-hoc calibrators fit on them.
 
-``fit_count_baselines`` returns the predictions frame (train, tuning and held_out rows), with
-the selected hyperparameters as its ``selected`` attribute; ``run_count_baselines`` returns a
-``BaselineRun``: the frame, the selection and the whole search.
+``run_count_baselines`` returns a ``BaselineRun``: the predictions frame (train, tuning and
+held_out rows), the selected hyperparameters and the whole search.
 
 >>> import datetime as dt
 >>> import numpy as np
@@ -171,17 +170,24 @@ def _logistic_inputs(x: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
     return {split: scaler.transform(m).tocsr() for split, m in prepared.items()}
 
 
-def _logistic(
-    x: dict[str, sp.csr_matrix], y: dict[str, np.ndarray], *, seed: int
+def fit_l2_logistic(
+    inputs: dict[str, Any], y: dict[str, np.ndarray], *, seed: int, c_grid: Sequence[float] = LOGISTIC_C_GRID,
+    max_iter: int = 5000,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[dict[str, Any]]]:
+    """L2 logistic regression fit on ``inputs["train"]``, ``C`` chosen by AUROC on ``inputs["tuning"]``.
+
+    ``inputs`` maps names to prepared feature matrices (dense or sparse); ``y`` holds only the
+    train and tuning labels, so nothing can be fit on any other rows. Returns probabilities for
+    every entry of ``inputs``, the choice and the search. Shared by the count baseline and the
+    linear probe on a pretrained representation.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    inputs = _logistic_inputs(x)
     search: list[dict[str, Any]] = []
     best: tuple[float, Any, dict[str, Any]] | None = None
-    for c in LOGISTIC_C_GRID:
+    for c in c_grid:
         started = time.perf_counter()
-        model = LogisticRegression(C=c, solver="lbfgs", max_iter=5000, random_state=seed)
+        model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, random_state=seed)
         model.fit(inputs[TRAIN], y[TRAIN])
         score = auroc(y[TUNING], model.predict_proba(inputs[TUNING])[:, 1])
         search.append({"model": "logistic_regression", "params": {"C": c}, "tuning_auroc": score,
@@ -238,7 +244,7 @@ def run_count_baselines(
                 x, y, seed=seed, n_jobs=n_jobs, max_rounds=max_rounds, patience=early_stopping_rounds
             )
         else:
-            probabilities, chosen, tried = _logistic(x, y, seed=seed)
+            probabilities, chosen, tried = fit_l2_logistic(_logistic_inputs(x), y, seed=seed)
         selected[model] = chosen
         search.extend(tried)
         for split in present:
@@ -259,27 +265,3 @@ def run_count_baselines(
         for s in (TRAIN, TUNING, HELD_OUT)
     }
     return BaselineRun(task, predictions, selected, search, features.feature_names, rows)
-
-
-def fit_count_baselines(
-    events: Events,
-    labels_with_split: pl.DataFrame,
-    task: str,
-    *,
-    seed: int = 0,
-    min_subjects: int = DEFAULT_MIN_SUBJECTS,
-    models: Sequence[str] = MODELS,
-    n_jobs: int = 1,
-) -> pl.DataFrame:
-    """The predictions frame of ``run_count_baselines`` (train, tuning and held_out rows).
-
-    The returned frame also carries the choice as an attribute, ``frame.selected``
-    (``{model: {"params": ..., "tuning_auroc": ...}}``); like any attribute it does not survive
-    Polars operations, so read it first, or call ``run_count_baselines`` for the whole search.
-    """
-    run = run_count_baselines(
-        events, labels_with_split, task, seed=seed, min_subjects=min_subjects, models=models, n_jobs=n_jobs
-    )
-    predictions = run.predictions
-    predictions.selected = run.selected  # type: ignore[attr-defined]
-    return predictions

@@ -26,7 +26,7 @@ import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ehrfm.finetune.cohort import SPLIT, TASK, Cohort, read_task_labels
+from ehrfm.finetune.cohort import SPLIT, TASK, read_task_labels
 from ehrfm.finetune.model import MultitaskModel
 from ehrfm.finetune.probe import probe_predictions
 from ehrfm.finetune.scoring import embed_histories, predict_tasks, predictions_frame
@@ -41,14 +41,14 @@ __all__ = ["finetuned_models", "run_evaluate_stage"]
 
 def finetuned_models(finetune_output: Path) -> dict[str, Path]:
     """``{"mamba_mtf_<head>": <head>/model}`` for every finished head of a finetune run."""
-    found = {f"mamba_mtf_{path.parent.name}": path for path in sorted(finetune_output.glob("*/model"))
-             if (path / "config.json").is_file()}
-    return found
+    return {f"mamba_mtf_{path.parent.name}": path for path in sorted(finetune_output.glob("*/model"))
+            if (path / "config.json").is_file()}
 
 
 def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
     from ehrfm.evaluate.baselines import run_count_baselines
     from ehrfm.evaluate.features import read_events
+    from ehrfm.evaluate.frames import attach_splits, read_splits
     from ehrfm.evaluate.report import evaluate_predictions
 
     finetune_output = Path(cfg.finetune_output)
@@ -61,14 +61,16 @@ def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
     meds_dir, labels_dir = Path(finetuned.meds_dir), Path(finetuned.labels_dir)
     tokenizer = EventTokenizer.from_pretrained(finetuned.tokenizer)
     models = finetuned_models(finetune_output)
-    task_names = list(MultitaskModel.read_meta(next(iter(models.values())))[2]["task_names"]) if models else None
-    if not task_names:
+    if not models:
         raise FileNotFoundError(f"{finetune_output}: no <head>/model directory; did `ehrfm finetune` finish?")
+    _, _, extra = MultitaskModel.read_meta(next(iter(models.values())))
+    task_names = list(extra["task_names"])
     cohort = load_or_build_cohort(finetune_output, meds_dir, tokenizer, labels_dir, task_names, int(finetuned.data.max_length))
     device = torch.device(cfg.device if cfg.get("device") else ("cuda" if torch.cuda.is_available() else "cpu"))
     predictions: list[pl.DataFrame] = []
     chosen: dict[str, Any] = {}
-    scored = _labelled_splits(cohort, cfg)
+    # The finetuned models are scored where they are evaluated or calibrated.
+    scored = cohort.where_split(["tuning", "held_out"])
 
     for name, directory in models.items():
         model = MultitaskModel.from_pretrained(directory, map_location=device)
@@ -87,10 +89,10 @@ def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.baselines:
         events = read_events(meds_dir)
-        long = read_task_labels(labels_dir, task_names).join(cohort.frame.select("subject_id", SPLIT).unique(),
-                                                             on="subject_id", how="left")
+        long = read_task_labels(labels_dir, task_names)
+        splits = read_splits(meds_dir)
         for task in task_names:
-            labels = long.filter(pl.col(TASK) == task).drop(TASK)
+            labels = attach_splits(long.filter(pl.col(TASK) == task).drop(TASK), splits)
             log.info("count-feature baselines for %s (%d labels)", task, labels.height)
             run = run_count_baselines(events, labels, task, seed=int(cfg.seed))
             predictions.append(run.predictions)
@@ -106,12 +108,3 @@ def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
     print((output / "results.md").read_text())
     print(f"evaluation written to {output}")
     return {"output": str(output), "report": report}
-
-
-def _labelled_splits(cohort: Cohort, cfg: DictConfig) -> Cohort:
-    """The finetuned models are scored where they are evaluated or calibrated: tuning and held_out."""
-    del cfg
-    keep = cohort.frame[SPLIT].is_in(["tuning", "held_out"]).to_numpy()
-    return Cohort(cohort.frame.filter(pl.Series(keep)), cohort.task_names) if not keep.all() else cohort
-
-

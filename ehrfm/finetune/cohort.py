@@ -32,26 +32,20 @@ from ehrfm.tokenize import EventTokenizer
 from ehrfm.tokenize.sequence_schema import (
     DAYS_PER_YEAR,
     LENGTH,
-    MICROSECONDS_PER_DAY,
     PREDICTION_TIME,
     STREAM_COLUMNS,
     TIME_EPOCH,
     VISIT_INDEX,
+    days_since_epoch,
 )
 from ehrfm.tokenize.stage import data_shards, read_splits
 
-__all__ = ["LABELS", "SPLIT", "TASK", "Cohort", "build_cohort", "days_since_epoch", "merge_task_labels", "read_task_labels"]
+__all__ = ["LABELS", "SPLIT", "TASK", "Cohort", "build_cohort", "merge_task_labels", "read_task_labels"]
 
 TASK = "task"
 SPLIT = "split"
 LABELS = "labels"
 BOOLEAN_VALUE = "boolean_value"
-
-
-def days_since_epoch(times: pl.Series) -> np.ndarray:
-    """float64 days since 1970-01-01 (numpy division: exact to the microsecond's float64)."""
-    micros = (times.cast(pl.Datetime("us")) - TIME_EPOCH).dt.total_microseconds().to_numpy()
-    return micros.astype(np.float64) / MICROSECONDS_PER_DAY
 
 
 def read_task_labels(labels_dir: str | Path, task_names: Sequence[str]) -> pl.DataFrame:
@@ -98,7 +92,11 @@ class Cohort:
         return self.frame.height
 
     def split(self, name: str) -> Cohort:
-        return Cohort(self.frame.filter(pl.col(SPLIT) == name), self.task_names)
+        return self.where_split([name])
+
+    def where_split(self, names: Sequence[str]) -> Cohort:
+        """The rows whose split is one of ``names``."""
+        return Cohort(self.frame.filter(pl.col(SPLIT).is_in(list(names))), self.task_names)
 
     def label_matrix(self) -> np.ndarray:
         """``(rows, tasks)`` float32, NaN where a task has no label for the row."""

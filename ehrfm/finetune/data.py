@@ -7,7 +7,6 @@ length-bucketed sampler groups rows of similar history length whatever their tas
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import Dataset
 
@@ -34,7 +33,6 @@ class CohortDataset(Dataset):
         self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32), nan=0.0)
         self.prompt_visit_index = frame["prompt_visit_index"].to_numpy().astype(np.int64)
         self.labels = cohort.label_matrix()
-        self.keys = frame.select("subject_id", "prediction_time")
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -49,18 +47,14 @@ class CohortDataset(Dataset):
         item["row"] = torch.tensor(index)
         return item
 
-    def key_frame(self, rows: np.ndarray) -> pl.DataFrame:
-        """``subject_id, prediction_time`` of the given dataset rows."""
-        return self.keys[rows]
-
 
 def collate_cohort(items: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded history streams (NaN-safe) + stacked prompt values, labels and row ids."""
+    """Right-padded history streams (NaN-safe) + stacked prompt values, labels and row ids.
+
+    Histories cut at a prediction time always have known times: with no event before the cut,
+    the tokenizer stamps the patient prefix with the prediction time itself.
+    """
     batch = collate_sequences(items, pad_token_id)
     for key in ("prompt_time_days", "prompt_age_years", "prompt_visit_index", "labels", "row"):
         batch[key] = torch.stack([item[key] for item in items])
-    # A history whose times are all unknown (static facts only) reads as sitting at the prompt.
-    unknown = torch.tensor([bool(torch.isnan(item[TIME_DAYS]).all()) for item in items])
-    if unknown.any():
-        batch[TIME_DAYS][unknown] = batch["prompt_time_days"][unknown].unsqueeze(1)
     return batch

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ehrfm.evaluate.metrics import auroc
+
 from .model import MultitaskModel
 
 __all__ = ["FinetuneModule", "masked_task_loss", "positive_weights", "task_aurocs"]
@@ -55,14 +57,8 @@ def masked_task_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: tor
 
 def task_aurocs(probabilities: np.ndarray, labels: np.ndarray, task_names: list[str]) -> dict[str, float]:
     """AUROC per task over labelled rows (NaN when a task lacks one of the classes)."""
-    from sklearn.metrics import roc_auc_score
-
-    out = {}
-    for k, name in enumerate(task_names):
-        known = ~np.isnan(labels[:, k])
-        y = labels[known, k]
-        out[name] = float(roc_auc_score(y, probabilities[known, k])) if len(np.unique(y)) == 2 else float("nan")
-    return out
+    known = ~np.isnan(labels)
+    return {name: auroc(labels[known[:, k], k], probabilities[known[:, k], k]) for k, name in enumerate(task_names)}
 
 
 class FinetuneModule(L.LightningModule):

@@ -3,7 +3,8 @@
 The representation of a (subject, prediction time) is the pretrained backbone's hidden state at
 the last history token (see :func:`ehrfm.finetune.scoring.embed_histories`), standardised with
 train statistics. One logistic regression per task is fit on train rows; its inverse
-regularisation ``C`` is chosen by tuning-split AUROC. held_out is never used for fitting.
+regularisation ``C`` is chosen by tuning-split AUROC with the same search as the count
+baseline (:func:`ehrfm.evaluate.baselines.fit_l2_logistic`). held_out is never used for fitting.
 
 >>> import numpy as np, polars as pl
 >>> rng = np.random.default_rng(0)
@@ -20,34 +21,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PROBE_C_GRID", "fit_probe", "probe_predictions"]
-
-PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+__all__ = ["fit_probe", "probe_predictions"]
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, c_grid: tuple[float, ...] = PROBE_C_GRID,
-              seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+def fit_probe(features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """Fit on ``split == "train"`` (labelled rows), choose C on ``"tuning"``; probabilities for all rows."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
+    from ehrfm.evaluate.baselines import fit_l2_logistic
+
     known = ~np.isnan(labels)
-    train = known & (split == "train")
-    tuning = known & (split == "tuning")
+    train, tuning = known & (split == "train"), known & (split == "tuning")
     if len(np.unique(labels[train])) < 2:
         raise ValueError("the linear probe needs both classes among train rows")
-    scaler = StandardScaler().fit(features[train])
-    x = scaler.transform(features)
-    best: tuple[float, float, object] | None = None
-    for c in c_grid:
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x[train], labels[train])
-        score = roc_auc_score(labels[tuning], clf.predict_proba(x[tuning])[:, 1]) if len(np.unique(labels[tuning])) == 2 else 0.5
-        if best is None or score > best[0]:
-            best = (score, c, clf)
-    assert best is not None
-    score, c, clf = best
-    return clf.predict_proba(x)[:, 1], {"C": float(c), "tuning_auroc": float(score)}  # type: ignore[attr-defined]
+    x = StandardScaler().fit(features[train]).transform(features)
+    inputs = {"train": x[train], "tuning": x[tuning], "all": x}
+    probabilities, chosen, _ = fit_l2_logistic(inputs, {"train": labels[train], "tuning": labels[tuning]},
+                                               seed=seed, max_iter=2000)
+    return probabilities["all"], {"C": float(chosen["params"]["C"]), "tuning_auroc": float(chosen["tuning_auroc"])}
 
 
 def probe_predictions(features: np.ndarray, labels: np.ndarray, split: np.ndarray, task_names: list[str],

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 import torch
-from torch import nn
-
 from ehrfm.model import MambaBackbone
 
 from .cohort import SPLIT, TASK, Cohort
@@ -86,8 +84,3 @@ def predictions_frame(cohort: Cohort, probabilities: np.ndarray, model_name: str
             pl.Series("label", labels[known, k] == 1.0), pl.Series("probability", probabilities[known, k], pl.Float64)))
     return pl.concat(frames).select(TASK, "model", SPLIT, "subject_id", "prediction_time", "label", "probability")
 
-
-def freeze(module: nn.Module) -> nn.Module:
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module.eval()

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from ehrfm.tasks import label_meds_dataset, load_tasks
 from ehrfm.tokenize import EventTokenizer
 from ehrfm.train.data import LengthBucketBatchSampler
 
@@ -65,18 +66,10 @@ def resolve_inputs(cfg: DictConfig) -> dict[str, Path]:
     return paths
 
 
-def load_task_definitions(cfg: DictConfig) -> list[Any]:
-    from ehrfm.tasks import load_tasks
-
-    return load_tasks(list(cfg.tasks))
-
-
 def ensure_labels(tasks: list[Any], meds_dir: Path, labels_dir: Path) -> Path:
     """Label files for every task in ``labels_dir``, labelling the MEDS dataset when any is missing."""
     if all((labels_dir / f"{task.name}.parquet").is_file() for task in tasks):
         return labels_dir
-    from ehrfm.tasks import label_meds_dataset
-
     log.info("labelling %d tasks on %s -> %s", len(tasks), meds_dir, labels_dir)
     label_meds_dataset(meds_dir, tasks, labels_dir)
     return labels_dir
@@ -161,7 +154,7 @@ def run_finetune_stage(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     resolved.update({key: str(path) for key, path in paths.items()})
-    tasks = load_task_definitions(cfg)
+    tasks = load_tasks(list(cfg.tasks))
     task_names = [task.name for task in tasks]
     tokenizer = EventTokenizer.from_pretrained(paths["tokenizer"])
     prompt_ids = tokenizer.convert_tokens_to_ids([task.prompt_token for task in tasks])

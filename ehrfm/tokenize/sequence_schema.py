@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import IntEnum
 
+import numpy as np
 import polars as pl
 from meds import LabelSchema
 
@@ -32,6 +33,15 @@ TRUNCATED_TOKENS = "truncated_tokens"  # event tokens dropped by max_length trun
 TIME_EPOCH = dt.datetime(1970, 1, 1)
 MICROSECONDS_PER_DAY = 86_400_000_000
 DAYS_PER_YEAR = 365.25
+
+
+def days_since_epoch(times: pl.Series) -> np.ndarray:
+    """float64 days since ``TIME_EPOCH`` of naive UTC datetimes, as stored in ``time_days``.
+
+    numpy divides with IEEE rounding; Polars multiplies by the reciprocal, one ulp off for about
+    a quarter of values, so the division happens here.
+    """
+    return times.cast(pl.Datetime("us")).dt.epoch("us").to_numpy().astype(np.float64) / MICROSECONDS_PER_DAY
 
 
 class TokenType(IntEnum):

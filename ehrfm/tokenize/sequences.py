@@ -68,6 +68,7 @@ from .sequence_schema import (
     TRUNCATED_TOKENS,
     VISIT_INDEX,
     TokenType,
+    days_since_epoch,
 )
 from .time_tokens import INTERVAL_TOKENS, SEX_PREFIX, SEX_UNKNOWN, birth_year_token, interval_bucket
 from .value_bins import BinTable, finite_value_expr, value_token_ids
@@ -423,7 +424,7 @@ def build_sequences(
 
     # Prefix tokens are timeless; they take the time and age of the first kept event so the
     # streams never go backwards. With no event before the cutoff they take the cutoff time.
-    cutoff_days = sequences[PREDICTION_TIME].dt.epoch("us").to_numpy().astype(np.float64) / MICROSECONDS_PER_DAY
+    cutoff_days = days_since_epoch(sequences[PREDICTION_TIME])
     has_body = body_len > 0
     first_body = np.minimum(offsets[:-1] + n_prefix, max(size - 1, 0))
     seq_days = np.where(has_body, days_out[first_body] if size else np.nan, cutoff_days)

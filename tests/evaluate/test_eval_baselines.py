@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ehrfm.evaluate.baselines import LIGHTGBM_GRID, LOGISTIC_C_GRID, MODELS, fit_count_baselines, run_count_baselines
+from ehrfm.evaluate.baselines import LIGHTGBM_GRID, LOGISTIC_C_GRID, MODELS, run_count_baselines
 from ehrfm.evaluate.frames import PREDICTION_SCHEMA
 from ehrfm.evaluate.metrics import auroc
 
@@ -106,13 +106,6 @@ def test_corrupting_held_out_labels_changes_no_choice_and_no_probability(run, da
     )
     moved = run_count_baselines(events, tuning_flipped, "risk", min_subjects=2, seed=0, models=("logistic_regression",))
     assert moved.selected["logistic_regression"] != run.selected["logistic_regression"]
-
-
-def test_deterministic_and_the_function_returns_the_frame(run, data) -> None:
-    events, labels = data
-    frame = fit_count_baselines(events, labels, "risk", min_subjects=2, seed=0)
-    assert frame.selected == run.selected
-    assert frame.equals(run.predictions)
 
 
 def test_refuses_one_class_and_unknown_models(data) -> None:
