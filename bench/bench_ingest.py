@@ -524,9 +524,10 @@ def main() -> None:
     fhir_label = "the same files" if args.quick else "every 10th file in name order"
     tmp_root = args.tmp or Path(tempfile.gettempdir())
 
-    import ehrfm
     import fhir.resources
     import polars
+
+    import ehrfm
 
     started = time.perf_counter()
     print(f"ehrfm {ehrfm.__version__}, fhir.resources {fhir.resources.__version__}, polars {polars.__version__}, "

@@ -215,8 +215,8 @@ def _shards(meds: Path) -> list[Path]:
 
 
 def run_fast(meds: Path, out: Path | None) -> dict[str, Any]:
+    from ehrfm.meds_dataset import train_events
     from ehrfm.tokenize import EventTokenizer
-    from ehrfm.tokenize.stage import train_events
 
     t0 = time.perf_counter()
     tok = EventTokenizer(**PARAMS).fit(train_events(meds))
@@ -410,8 +410,8 @@ def main() -> None:
             print(f"\nEventTokenizer peak RSS {a['peak_rss_mb']:.0f} MB at 1x vs {b['peak_rss_mb']:.0f} MB at {sizes[-1]}x "
                   f"({b['tokens'] / a['tokens']:.1f}x the tokens)")
         # fused value tokens: shorter sequences, larger vocabulary (measured, not assumed)
+        from ehrfm.meds_dataset import train_events
         from ehrfm.tokenize import EventTokenizer
-        from ehrfm.tokenize.stage import train_events
 
         events = pl.read_parquet(_shards(meds))
         for mode in ("separate", "fused"):

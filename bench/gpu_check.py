@@ -47,9 +47,9 @@ def run_cell(mixer: str, path: str, length: int, args: argparse.Namespace) -> di
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
 
     def step() -> None:
-        model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)  # noqa: F821  (a closure cell: `del model` below frees it)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            hidden = model(batch)
+            hidden = model(batch)  # noqa: F821
         hidden.float().square().mean().backward()
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)

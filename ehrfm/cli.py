@@ -2,13 +2,23 @@
 
 Each stage is a Hydra app whose primary config is ``conf/<stage>.yaml``, so every Hydra feature
 works (``key=value`` overrides, ``--cfg job``, ``-m`` sweeps, launchers). This module only
-wires stages to their functions; the work lives in the stage's sub-package.
+wires stages to their functions; the work lives in the stage's sub-package, whose runner turns
+the composed config into the stage's typed config (unknown keys are refused by name).
+
+Experiments belong to one stage: ``experiment=NAME`` on the command line of stage ``S`` selects
+``conf/S_experiment/NAME.yaml``, so an experiment written for another stage is not found.
+
+>>> alias_experiment("pretrain", ["experiment=synthea_small", "trainer.max_epochs=2"])
+['pretrain_experiment=synthea_small', 'trainer.max_epochs=2']
+>>> alias_experiment("ingest", ["experiment=x"])    # ingest has no experiments: Hydra refuses it
+['experiment=x']
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +36,25 @@ Each stage reads conf/<stage>.yaml; override any key on the command line, e.g.
 
 
 _STAGE_ENV = "EHRFM_STAGE"
+STAGES_WITH_EXPERIMENTS = ("pretrain", "finetune", "evaluate")
+_EXPERIMENT = re.compile(r"^([+~]*)experiment(?==|$)")
+
+
+def alias_experiment(stage: str, overrides: list[str]) -> list[str]:
+    """``experiment=X`` -> ``<stage>_experiment=X`` for the stages that have experiments."""
+    if stage not in STAGES_WITH_EXPERIMENTS:
+        return list(overrides)
+    return [_EXPERIMENT.sub(rf"\g<1>{stage}_experiment", o) for o in overrides]
+
+
+def compose_stage(stage: str, overrides: list[str] | None = None) -> Any:
+    """The config ``ehrfm <stage> <overrides>`` would run with (Hydra compose, no run)."""
+    from hydra import compose, initialize_config_dir
+
+    from ehrfm.resources import conf_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name=f"ehrfm_{stage}"):
+        return compose(config_name=stage, overrides=alias_experiment(stage, list(overrides or [])))
 
 
 @dataclass(frozen=True)
@@ -42,12 +71,12 @@ class Stage:
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
-        Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients", "ehrfm.demo:run_demo_stage"),
+        Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients", "ehrfm.demo.stage:run_demo_stage"),
         Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset", "ehrfm.ingest.stage:run_ingest_stage"),
         Stage("tokenize", "MEDS dataset -> timed token sequences (fit or load a tokenizer)",
               "ehrfm.tokenize.stage:run_tokenize_stage"),
         Stage("pretrain", "next-event pretraining of the Mamba backbone (Lightning)",
-              "ehrfm.train.stage:run_pretrain_stage"),
+              "ehrfm.pretrain.stage:run_pretrain_stage"),
         Stage("label", "MEDS dataset -> leak-free, censored task labels (tasks defined in YAML)",
               "ehrfm.tasks.stage:run_label_stage"),
         Stage("finetune", "multitask prompted finetuning of a pretrained model on task labels",
@@ -103,7 +132,7 @@ def _run_hydra_stage(stage: Stage, overrides: list[str]) -> int:
     saved = sys.argv
     # Hydra reads the overrides from sys.argv; the program name stays so that launchers that
     # re-run the command (Lightning DDP) find the same program.
-    sys.argv = [saved[0], *overrides]
+    sys.argv = [saved[0], *alias_experiment(stage.name, overrides)]
     os.environ[_STAGE_ENV] = stage.name
     try:
         _app()

@@ -50,7 +50,7 @@ def example_fhir_dir(n_patients: int = 40, seed: int = 7) -> Path:
     Generated once per (n_patients, seed) into :func:`cache_dir` and reused; nothing is
     downloaded. The same arguments always give the same files.
     """
-    from ehrfm.examples.synthetic_fhir import GENERATOR_VERSION, write_synthetic_fhir
+    from ehrfm.synthetic.fhir_generator import GENERATOR_VERSION, write_synthetic_fhir
 
     target = cache_dir() / "examples" / f"fhir-v{GENERATOR_VERSION}-n{n_patients}-s{seed}"
     if (target / ".complete").is_file():

@@ -9,13 +9,15 @@ zone; ehrfm always normalizes them to UTC first, so every ``time`` is a UTC wall
 TimestampType(timestamp[us])
 >>> [c for c in EXTRA_COLUMNS]
 ['resource_type', 'resource_id', 'encounter_id', 'unit']
+>>> PREDICTION_TIME, BOOLEAN_VALUE, PREDICTED_BOOLEAN_PROBABILITY, SPLITS
+('prediction_time', 'boolean_value', 'predicted_boolean_probability', ('train', 'tuning', 'held_out'))
 """
 
 from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
-from meds import DataSchema
+from meds import DataSchema, LabelSchema, held_out_split, train_split, tuning_split
 
 SUBJECT_ID = "subject_id"
 TIME = "time"
@@ -30,6 +32,17 @@ ENCOUNTER_ID = "encounter_id"  # FHIR Encounter id the event belongs to: defines
 UNIT = "unit"  # UCUM unit (or unit text) of numeric_value
 
 EXTRA_COLUMNS: tuple[str, ...] = (RESOURCE_TYPE, RESOURCE_ID, ENCOUNTER_ID, UNIT)
+
+# Labels and predictions (MEDS label schema; predictions add the predicted probability, named as
+# the MEDS prediction schema names it) and subject splits (MEDS subject_splits.parquet).
+PREDICTION_TIME = LabelSchema.prediction_time_name  # "prediction_time"
+BOOLEAN_VALUE = LabelSchema.boolean_value_name  # "boolean_value": the observed label
+PREDICTED_BOOLEAN_PROBABILITY = "predicted_boolean_probability"
+SPLIT = "split"  # meds.SubjectSplitSchema's split column
+TRAIN, TUNING, HELD_OUT = train_split, tuning_split, held_out_split
+SPLITS: tuple[str, ...] = (TRAIN, TUNING, HELD_OUT)
+TASK = "task"  # which task a label or prediction row answers
+MODEL = "model"  # which model produced a prediction row
 
 # Codes ehrfm emits itself (MEDS names birth and death; the rest are ehrfm's).
 BIRTH_CODE = "MEDS_BIRTH"

@@ -34,7 +34,7 @@ def synthea_meds(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 # Tiny models and ops gain nothing from a second OpenMP thread, and on a shared machine it costs
 # a lot: when another process holds a core every small op waits at an OpenMP barrier
 # (measured: tests/model took 156 s with 2 threads under load, 10 s with 1).
-_SINGLE_THREAD_FOLDERS = ("ops", "model", "finetune")
+_SINGLE_THREAD_FOLDERS = ("ops", "model", "finetune", "predict")
 
 
 @pytest.fixture(autouse=True)

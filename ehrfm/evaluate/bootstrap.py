@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ehrfm.evaluate.metrics import ScoredRows
+from ehrfm.predict.metrics import ScoredRows
 
 DEFAULT_REPLICATES = 1000
 _CHUNK_CELLS = 4_000_000  # weights per chunk: replicates x rows (32 MB of float64)

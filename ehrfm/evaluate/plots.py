@@ -6,7 +6,7 @@ backend is needed and pyplot's global state is never touched.
 - ``plot_roc``: one ROC curve per model, AUROC in the legend, the chance diagonal dashed.
 - ``plot_calibration``: two panels, before and after post-hoc calibration; per model the mean
   predicted probability vs the observed positive fraction in the 10 equal-width bins used by
-  the ECE (:func:`ehrfm.evaluate.metrics.reliability_curve`), ECE in the legend.
+  the ECE (:func:`ehrfm.predict.metrics.reliability_curve`), ECE in the legend.
 
 >>> import tempfile, pathlib
 >>> curves = {"toy": ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])}
@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from ehrfm.evaluate.metrics import auroc, expected_calibration_error, reliability_curve
+from ehrfm.predict.metrics import auroc, expected_calibration_error, reliability_curve
 
 Curves = Mapping[str, tuple[Any, Any]]  # model -> (labels, probabilities)
 

@@ -1,6 +1,6 @@
 """``evaluate_predictions``: held-out metrics with patient-level CIs, before and after calibration.
 
-For every (task, model) in a predictions frame (:mod:`ehrfm.evaluate.frames`):
+For every (task, model) in a predictions frame (:mod:`ehrfm.predict.tables`):
 
 1. a post-hoc calibrator (``temperature``, ``isotonic`` or ``none``) is fit on the **tuning**
    rows only; held-out rows are never used to fit anything;
@@ -24,7 +24,7 @@ model's calibrator falls back to ``none`` and the reason is recorded.
 ...     "task": "toy", "model": "m", "split": np.where(np.arange(n) < 200, "tuning", "held_out"),
 ...     "subject_id": np.arange(n) // 2,
 ...     "prediction_time": [dt.datetime(2020, 1, 1 + i % 2) for i in range(n)],
-...     "label": y, "probability": np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0, 1),
+...     "boolean_value": y, "predicted_boolean_probability": np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0, 1),
 ... })
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     report = evaluate_predictions(frame, tmp, n_bootstrap=100)
@@ -50,10 +50,21 @@ import numpy as np
 import polars as pl
 
 from ehrfm.evaluate.bootstrap import DEFAULT_REPLICATES, BootstrapResult, cluster_bootstrap
-from ehrfm.evaluate.calibration import IdentityCalibration, make_calibrator
-from ehrfm.evaluate.frames import HELD_OUT, SPLIT, SUBJECT_ID, TUNING, FrameFormatError, check_predictions
-from ehrfm.evaluate.metrics import ECE_BINS
 from ehrfm.evaluate.plots import plot_calibration, plot_roc
+from ehrfm.predict.calibration import IdentityCalibration, make_calibrator
+from ehrfm.predict.metrics import ECE_BINS
+from ehrfm.predict.tables import FrameFormatError, check_predictions
+from ehrfm.schema import (
+    BOOLEAN_VALUE,
+    HELD_OUT,
+    MODEL,
+    PREDICTED_BOOLEAN_PROBABILITY,
+    PREDICTION_TIME,
+    SPLIT,
+    SUBJECT_ID,
+    TASK,
+    TUNING,
+)
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -137,7 +148,7 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, Any]:
         """Everything in ``results.json``."""
         return {
-            "split": HELD_OUT,
+            SPLIT: HELD_OUT,
             "calibration": {"method": self.calibration, "fit_on": TUNING},
             "bootstrap": {"unit": "subject", "n_bootstrap": self.n_bootstrap, "seed": self.seed,
                           "interval": "percentile", "confidence": 0.95},
@@ -243,25 +254,25 @@ def evaluate_predictions(
     output.mkdir(parents=True, exist_ok=True)
     results: list[TaskModelResult] = []
     files: list[Path] = []
-    for task in sorted(predictions["task"].unique().to_list()):
-        of_task = predictions.filter(pl.col("task") == task)
+    for task in sorted(predictions[TASK].unique().to_list()):
+        of_task = predictions.filter(pl.col(TASK) == task)
         before_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         after_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for model in sorted(of_task["model"].unique().to_list()):
-            rows = of_task.filter(pl.col("model") == model)
+        for model in sorted(of_task[MODEL].unique().to_list()):
+            rows = of_task.filter(pl.col(MODEL) == model)
             tuning = rows.filter(pl.col(SPLIT) == TUNING)
-            held = rows.filter(pl.col(SPLIT) == HELD_OUT).sort(SUBJECT_ID, "prediction_time")
+            held = rows.filter(pl.col(SPLIT) == HELD_OUT).sort(SUBJECT_ID, PREDICTION_TIME)
             if held.height == 0:
                 raise FrameFormatError(f"task {task!r}, model {model!r}: no {HELD_OUT} rows to evaluate")
             calibrator: Any = make_calibrator(calibration)
             note = ""
-            if tuning["label"].n_unique() < 2 and calibration != "none":
+            if tuning[BOOLEAN_VALUE].n_unique() < 2 and calibration != "none":
                 note = (f"calibration `{calibration}` not fit: the {TUNING} split has "
                         f"{'no rows' if tuning.height == 0 else 'one class'}; probabilities left as they are")
                 calibrator = IdentityCalibration()
-            calibrator.fit(tuning["probability"].to_numpy(), tuning["label"].to_numpy())
-            y = held["label"].to_numpy()
-            p = held["probability"].to_numpy()
+            calibrator.fit(tuning[PREDICTED_BOOLEAN_PROBABILITY].to_numpy(), tuning[BOOLEAN_VALUE].to_numpy())
+            y = held[BOOLEAN_VALUE].to_numpy()
+            p = held[PREDICTED_BOOLEAN_PROBABILITY].to_numpy()
             p_after = calibrator.transform(p)
             groups = held[SUBJECT_ID].to_numpy()
             before = cluster_bootstrap(y, p, groups, n_bootstrap=n_bootstrap, seed=seed)

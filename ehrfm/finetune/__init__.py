@@ -1,26 +1,18 @@
-"""Multitask prompted finetuning: task prompts, the multitask cohort, training, scoring, probe.
+"""``ehrfm finetune``: multitask prompted finetuning of a pretrained backbone.
 
->>> from ehrfm.finetune import MultitaskModel
->>> from ehrfm.model import BackboneConfig
->>> model = MultitaskModel(BackboneConfig.preset("tiny", vocab_size=40), ["mortality_1y"], [4])
->>> model.task_names, model.head_name
-(['mortality_1y'], 'task_shared')
+- :mod:`.run`: :func:`finetune`, the whole stage as a Python call (:mod:`.stage` is its CLI).
+- :mod:`.config`: :class:`FinetuneConfig`.
+- :mod:`.module`: the LightningModule (masked multitask loss, tuning AUROC per task).
+
+The model itself (:class:`ehrfm.model.MultitaskModel`) and the cohort, datasets and inference
+it trains on (:mod:`ehrfm.predict`) are shared with evaluation and scoring.
+
+>>> from ehrfm.finetune import FinetuneConfig
+>>> FinetuneConfig().heads
+['task_shared', 'task_per_task']
 """
 
-from .cohort import Cohort, build_cohort, merge_task_labels, read_task_labels
-from .model import MultitaskModel
-from .probe import fit_probe, probe_predictions
-from .scoring import embed_histories, predict_tasks, predictions_frame
+from .config import FinetuneConfig
+from .run import finetune
 
-__all__ = [
-    "Cohort",
-    "MultitaskModel",
-    "build_cohort",
-    "embed_histories",
-    "fit_probe",
-    "merge_task_labels",
-    "predict_tasks",
-    "predictions_frame",
-    "probe_predictions",
-    "read_task_labels",
-]
+__all__ = ["FinetuneConfig", "finetune"]

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ehrfm.evaluate.metrics import auroc
+from ehrfm.model import MultitaskModel, param_groups
+from ehrfm.predict.metrics import auroc
+from ehrfm.training import adamw_with_warmup
 
-from .model import MultitaskModel
+from .config import POS_WEIGHTS
 
 __all__ = ["FinetuneModule", "masked_task_loss", "positive_weights", "task_aurocs"]
 
-POS_WEIGHTS = ("none", "sqrt", "balanced")
 
 
 def positive_weights(labels: np.ndarray, scheme: str, max_weight: float = 50.0) -> list[float]:
@@ -102,25 +103,9 @@ class FinetuneModule(L.LightningModule):
         self.log("tuning/mean_auroc", float(np.mean(finite)) if finite else 0.5, prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        head = [p for p in self.model.head.parameters() if p.requires_grad]
-        decay, no_decay = [], []
-        for name, parameter in self.model.backbone.named_parameters():
-            if parameter.requires_grad:
-                (no_decay if parameter.dim() < 2 or "norm" in name or "embed" in name else decay).append(parameter)
         hp = self.hparams
-        optimizer = torch.optim.AdamW([
-            {"params": decay, "lr": hp.lr_backbone, "weight_decay": hp.weight_decay},
-            {"params": no_decay, "lr": hp.lr_backbone, "weight_decay": 0.0},
-            {"params": head, "lr": hp.lr_head, "weight_decay": hp.weight_decay},
-        ], betas=(0.9, 0.98))
-        warmup, total = max(1, int(hp.warmup_steps)), hp.total_steps
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if not total or total <= warmup:
-                return 1.0
-            return max(0.0, 1.0 - (step - warmup) / (total - warmup)) * 0.9 + 0.1
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        groups = [*param_groups(self.model.backbone, hp.weight_decay, lr=hp.lr_backbone),
+                  {"params": head, "lr": hp.lr_head, "weight_decay": hp.weight_decay}]
+        return adamw_with_warmup(groups, lr=hp.lr_backbone, betas=(0.9, 0.98), warmup_steps=hp.warmup_steps,
+                                 total_steps=hp.total_steps, decay="linear")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ehrfm.ingest.subjects import validate_ratios
@@ -75,8 +75,6 @@ class IngestConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> IngestConfig:
         """Build from a plain mapping (a Hydra config), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown ingest settings {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        from ehrfm.typed_config import from_mapping
+
+        return from_mapping(cls, values, where="ingest")

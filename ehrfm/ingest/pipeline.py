@@ -27,6 +27,7 @@ from ehrfm.ingest.sources import discover_files
 from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
+from ehrfm.outputs import prepare_output
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     started = time.perf_counter()
     files = discover_files(config.inputs)
     output = Path(config.output)
-    _prepare_output(output, config.overwrite)
+    prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
     tmp = output / _TMP
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -84,18 +85,6 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     if not summary.balanced:
         raise RuntimeError(f"ingest counts do not add up (a bug in ehrfm): {summary.totals()}")
     return summary
-
-
-def _prepare_output(output: Path, overwrite: bool) -> None:
-    existing = [output / part for part in _OUTPUT_PARTS if (output / part).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output} already holds an ingest ({', '.join(p.name for p in existing)}); "
-            "pass overwrite=true to replace it or choose another output"
-        )
-    for path in existing:
-        shutil.rmtree(path)
-    output.mkdir(parents=True, exist_ok=True)
 
 
 def _batches(files: list[Path], count: int) -> list[list[tuple[int, str]]]:

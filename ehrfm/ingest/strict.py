@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # Required value sets of ``status`` in FHIR R4 (4.0.1) for the types ehrfm maps.
 REQUIRED_STATUS: dict[str, frozenset[str]] = {
     name: frozenset(codes.split())

@@ -1,8 +1,9 @@
 """Head registry: heads are looked up by name (``HEADS``), never chosen by an if/elif chain.
 
 A head maps backbone hidden states ``(..., d)`` to its outputs. Register new ones with
-``@register_head("name")``; build them with :func:`build_head`. Task and fusion heads come
-in :mod:`ehrfm.model.task_heads`; the next-token LM head (tied to the token embedding) is here.
+``@register_head("name")``; build them with :func:`build_head`. Task heads (classes with
+``answers_tasks = True``) live in :mod:`ehrfm.model.task_heads`; the next-token LM head (tied to
+the token embedding) is here.
 
 >>> import torch
 >>> from ehrfm.model.config import BackboneConfig
@@ -11,8 +12,8 @@ in :mod:`ehrfm.model.task_heads`; the next-token LM head (tied to the token embe
 >>> head = build_head("next_token", cfg, token_embedding=emb)
 >>> head(torch.randn(2, 5, 64)).shape, head.weight is emb.weight
 (torch.Size([2, 5, 30]), True)
->>> 'next_token' in HEADS
-True
+>>> 'next_token' in HEADS, 'next_token' in task_head_names()
+(True, False)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from .config import BackboneConfig
 
-__all__ = ["HEADS", "NextTokenHead", "build_head", "register_head"]
+__all__ = ["HEADS", "NextTokenHead", "build_head", "register_head", "task_head_names"]
 
 HEADS: dict[str, type[nn.Module]] = {}
 
@@ -42,6 +43,11 @@ def register_head(name: str) -> Callable[[H], H]:
         return cls
 
     return decorate
+
+
+def task_head_names() -> list[str]:
+    """Registered heads that answer binary task prompts (their class sets ``answers_tasks``)."""
+    return sorted(name for name, cls in HEADS.items() if getattr(cls, "answers_tasks", False))
 
 
 def build_head(name: str, config: BackboneConfig, **kwargs: Any) -> nn.Module:

@@ -41,6 +41,8 @@ def _check(hidden: Tensor, task_index: Tensor, n_tasks: int) -> None:
 class SharedTaskHead(nn.Module):
     """One ``Linear(d, 1)`` for all tasks; the task prompt carries the task's identity."""
 
+    answers_tasks = True
+
     def __init__(self, config: BackboneConfig, n_tasks: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.n_tasks = int(n_tasks)
@@ -55,6 +57,8 @@ class SharedTaskHead(nn.Module):
 @register_head("task_per_task")
 class PerTaskHead(nn.Module):
     """A separate ``Linear(d, 1)`` per task, stored as one ``(n_tasks, d)`` weight."""
+
+    answers_tasks = True
 
     def __init__(self, config: BackboneConfig, n_tasks: int, dropout: float = 0.1) -> None:
         super().__init__()

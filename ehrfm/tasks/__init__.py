@@ -3,7 +3,8 @@
 A task file names its trigger (which events create prediction times), observation rules, the
 prediction window, the label predicate, exclusions and sampling; see
 :mod:`ehrfm.tasks.definition` for the rules and ``ehrfm/tasks/builtin/*.yaml`` for examples.
-``label_meds_dataset`` (the ``ehrfm label`` stage) writes one MEDS label file per task.
+``label_meds_dataset`` writes one MEDS label file per task (``run_label(LabelConfig(...))`` is
+the ``ehrfm label`` stage).
 
 >>> from ehrfm.tasks import builtin_task_names, load_task
 >>> task = load_task("mortality_1y")
@@ -12,7 +13,7 @@ prediction window, the label predicate, exclusions and sampling; see
 """
 
 from .catalog import BUILTIN_DIR, TEMPLATES_DIR, builtin_task_names, load_task, load_tasks, read_task_file
-from .dataset import label_meds_dataset, to_meds_labels
+from .config import LabelConfig
 from .definition import (
     CodeMatch,
     Exclusions,
@@ -25,6 +26,7 @@ from .definition import (
     Trigger,
 )
 from .durations import format_duration, parse_duration
+from .label_meds import label_meds_dataset, run_label, to_meds_labels
 from .labeler import EXCLUSION_REASONS, candidate_table, label_task
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "TEMPLATES_DIR",
     "CodeMatch",
     "Exclusions",
+    "LabelConfig",
     "LabelRule",
     "Observation",
     "PredictionWindow",
@@ -49,5 +52,6 @@ __all__ = [
     "load_tasks",
     "parse_duration",
     "read_task_file",
+    "run_label",
     "to_meds_labels",
 ]

@@ -46,13 +46,21 @@ from typing import Any
 
 import polars as pl
 
-from ehrfm.schema import BIRTH_CODE, CODE, DEATH_CODE, ENCOUNTER_ID, SUBJECT_ID, TIME, VISIT_END_PREFIX
+from ehrfm.schema import (
+    BIRTH_CODE,
+    BOOLEAN_VALUE,
+    CODE,
+    DEATH_CODE,
+    ENCOUNTER_ID,
+    PREDICTION_TIME,
+    SUBJECT_ID,
+    TIME,
+    VISIT_END_PREFIX,
+)
 
 from .definition import CodeMatch, TaskDefinition
 from .sampling import stable_keys
 
-PREDICTION_TIME = "prediction_time"
-BOOLEAN_VALUE = "boolean_value"
 OUTCOME_TIME = "outcome_time"  # time of the defining event when seen, else null
 TRIGGER_TIME = "trigger_time"
 EXCLUDED_BY = "excluded_by"

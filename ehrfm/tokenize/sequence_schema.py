@@ -16,11 +16,9 @@ from enum import IntEnum
 
 import numpy as np
 import polars as pl
-from meds import LabelSchema
 
-from ehrfm.schema import SUBJECT_ID
+from ehrfm.schema import PREDICTION_TIME, SUBJECT_ID
 
-PREDICTION_TIME = LabelSchema.prediction_time_name  # "prediction_time", MEDS label schema
 INPUT_IDS = "input_ids"
 TIME_DAYS = "time_days"  # float64 days since TIME_EPOCH (UTC); float32 would lose minutes
 AGE_YEARS = "age_years"  # float64 years since MEDS_BIRTH (365.25-day years); NaN if unknown

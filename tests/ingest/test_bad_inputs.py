@@ -14,7 +14,6 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-
 from fhir_builders import (
     bundle,
     concept,

@@ -7,7 +7,6 @@ from typing import Any
 
 import polars as pl
 import pytest
-
 from fhir_builders import (
     CDCREC,
     CVX,

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from fhir_builders import patient, write_ndjson
 
 import ehrfm
 from ehrfm.ingest.config import IngestConfig
@@ -15,8 +16,6 @@ from ehrfm.ingest.references import BundleIndex, parse_reference, reference_text
 from ehrfm.ingest.sources import InputError, discover_files, location_text
 from ehrfm.ingest.subjects import split_for, subject_id_for, validate_ratios
 from ehrfm.ingest.vocabulary import code_from_coding, code_from_concept, vocabulary_for_system
-
-from fhir_builders import patient, write_ndjson
 
 
 def micros(text: str) -> int:

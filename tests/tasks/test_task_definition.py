@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from task_builders import BASE, frame, ts
 
 from ehrfm.tasks import (
     BUILTIN_DIR,
@@ -22,8 +23,6 @@ from ehrfm.tasks import (
     parse_duration,
 )
 from ehrfm.tasks.definition import PROMPT_TOKENS
-
-from task_builders import BASE, frame, ts
 
 EXPECTED_BUILTINS = ["emergency_visit_90d", "inpatient_admission_1y", "mortality_1y", "new_prediabetes_3y"]
 TEMPLATES = sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml"))

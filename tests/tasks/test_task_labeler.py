@@ -8,11 +8,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from meds import LabelSchema
+from task_builders import frame, make_task, reference_candidates, ts
 
 from ehrfm.tasks import EXCLUSION_REASONS, candidate_table, label_task, to_meds_labels
 from ehrfm.tasks.labeler import CANDIDATE_SCHEMA, LABEL_COLUMNS
-
-from task_builders import frame, make_task, reference_candidates, ts
 
 
 def reasons(task, events) -> list[str | None]:

@@ -10,13 +10,12 @@ from typing import Any
 
 import polars as pl
 import pytest
+from task_builders import reference_candidates
 
+from ehrfm.meds_dataset import train_events
 from ehrfm.tasks import TEMPLATES_DIR, builtin_task_names, candidate_table, label_meds_dataset, load_task
 from ehrfm.tokenize import EventTokenizer, TokenType
 from ehrfm.tokenize.sequence_schema import MICROSECONDS_PER_DAY
-from ehrfm.tokenize.stage import train_events
-
-from task_builders import reference_candidates
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from ehrfm.schema import (
     UNIT,
 )
 
+
 def ts(text: str) -> dt.datetime:
     """``"2020-01-02 03:04"`` -> datetime (tests read better with literal times)."""
     return dt.datetime.fromisoformat(text)

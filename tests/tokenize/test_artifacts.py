@@ -8,14 +8,13 @@ from pathlib import Path
 import orjson
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from meds_builders import event, events_frame, patient, visit
 
-from ehrfm.resources import conf_dir
-from ehrfm.tokenize import EventTokenizer, MissingTokenizerFileError, TokenizerFormatError
+from ehrfm.cli import compose_stage
+from ehrfm.tokenize import EventTokenizer, MissingTokenizerFileError, TokenizeConfig, TokenizerFormatError
 from ehrfm.tokenize.decode import decode, decode_frame
 from ehrfm.tokenize.tokenizer import BINS_FILE, CONFIG_FILE, VOCAB_FILE
+from ehrfm.typed_config import from_mapping, stage_mapping
 
 
 def cohort(n: int = 30) -> pl.DataFrame:
@@ -109,13 +108,12 @@ def test_corrupt_json_and_unknown_names(tmp_path: Path, fitted: EventTokenizer) 
         EventTokenizer.from_pretrained("no-such-tokenizer")
 
 
-def test_hydra_config_instantiates_and_saves_plain_json(tmp_path: Path) -> None:
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="tokenize", overrides=["input=/x", "output=/y", "tokenizer.min_count=2"])
-    tok = instantiate(cfg.tokenizer)
-    assert isinstance(tok, EventTokenizer) and tok.min_count == 2 and not hasattr(tok, "vocabulary_")
-    expected = {k: v for k, v in cfg.tokenizer.items() if k != "_target_"}
-    assert set(expected) == set(tok.get_params())
+def test_tokenize_config_builds_the_tokenizer_and_saves_plain_json(tmp_path: Path) -> None:
+    config = from_mapping(TokenizeConfig, stage_mapping(compose_stage(
+        "tokenize", ["input=/x", "output=/y", "tokenizer.min_count=2"]), where="tokenize"), where="tokenize")
+    tok = EventTokenizer(**config.tokenizer)
+    assert tok.min_count == 2 and not hasattr(tok, "vocabulary_")
+    assert set(config.tokenizer) == set(tok.get_params())  # the config file names every parameter
     tok.fit(cohort()).save_pretrained(tmp_path)
     params = orjson.loads((tmp_path / CONFIG_FILE).read_bytes())["params"]
     assert params["note_resource_types"] == ["DocumentReference"] and params["min_count"] == 2

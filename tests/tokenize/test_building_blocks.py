@@ -10,7 +10,13 @@ import pytest
 
 from ehrfm.schema import CODE, NUMERIC_VALUE, UNIT
 from ehrfm.tokenize.errors import TokenizerFormatError
-from ehrfm.tokenize.time_tokens import BIRTH_YEAR_UNKNOWN, INTERVAL_TOKENS, birth_year_token, birth_year_tokens, interval_bucket
+from ehrfm.tokenize.time_tokens import (
+    BIRTH_YEAR_UNKNOWN,
+    INTERVAL_TOKENS,
+    birth_year_token,
+    birth_year_tokens,
+    interval_bucket,
+)
 from ehrfm.tokenize.value_bins import (
     EDGES,
     VALUE_FALLBACK_TOKEN,
@@ -20,7 +26,6 @@ from ehrfm.tokenize.value_bins import (
     save_value_bins,
 )
 from ehrfm.tokenize.vocabulary import KIND_LEARNED, KIND_UNK, UNK_TOKEN, Vocabulary
-
 
 # -- vocabulary --------------------------------------------------------------------------------
 

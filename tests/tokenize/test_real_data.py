@@ -12,9 +12,9 @@ import orjson
 import polars as pl
 import pytest
 
-from ehrfm.tokenize import EventTokenizer, TokenType
+from ehrfm.meds_dataset import train_events
+from ehrfm.tokenize import EventTokenizer, TokenType, tokenize_dataset
 from ehrfm.tokenize.decode import decode, decode_frame
-from ehrfm.tokenize.stage import tokenize_dataset, train_events
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from meds_builders import event, events_frame, patient, visit, write_meds
 
+from ehrfm.meds_dataset import MedsDatasetError, MissingMedsFileError
 from ehrfm.resources import conf_dir
-from ehrfm.tokenize import EventsFormatError, EventTokenizer
-from ehrfm.tokenize.stage import run_tokenize_stage, tokenize_dataset
+from ehrfm.tokenize import EventTokenizer, tokenize_dataset
+from ehrfm.tokenize.stage import run_tokenize_stage
 
 
 def dataset(root: Path, shards: int = 2) -> Path:
@@ -91,11 +92,11 @@ def test_output_is_not_overwritten_by_accident(tmp_path: Path) -> None:
 def test_missing_metadata_and_empty_train_split_are_named(tmp_path: Path) -> None:
     meds = dataset(tmp_path / "meds")
     (meds / "metadata" / "subject_splits.parquet").unlink()
-    with pytest.raises(FileNotFoundError, match=r"subject_splits.parquet: missing"):
+    with pytest.raises(MissingMedsFileError, match=r"subject_splits.parquet: missing"):
         tokenize_dataset(meds, EventTokenizer(), tmp_path / "out")
     meds = dataset(tmp_path / "meds2")
     pl.DataFrame({"subject_id": [1], "split": ["tuning"]}).write_parquet(meds / "metadata" / "subject_splits.parquet")
-    with pytest.raises(EventsFormatError, match=r"no subject has split 'train'"):
+    with pytest.raises(MedsDatasetError, match=r"no subject has split 'train'"):
         tokenize_dataset(meds, EventTokenizer(), tmp_path / "out")
     meds = dataset(tmp_path / "meds3")
     for shard in (meds / "data").glob("*.parquet"):
@@ -120,5 +121,5 @@ def test_hydra_stage_runs_from_the_composed_config(tmp_path: Path, capsys: pytes
         again = run_tokenize_stage(cfg)
         assert again["tokenizer"]["fitted_on"] is None and again["splits"] == summary["splits"]
         cfg = compose(config_name="tokenize")
-        with pytest.raises(ValueError, match=r"set input=<path>"):
+        with pytest.raises(ValueError, match=r"tokenize: set input=<value>"):
             run_tokenize_stage(cfg)

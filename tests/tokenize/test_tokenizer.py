@@ -7,11 +7,10 @@ import math
 
 import polars as pl
 import pytest
+from meds_builders import event, events_frame, patient, ts, visit
 
 from ehrfm.schema import SUBJECT_ID, TIME
 from ehrfm.tokenize import SEQUENCE_SCHEMA, EventsFormatError, EventTokenizer, NotFittedError, TokenType
-
-from meds_builders import event, events_frame, patient, ts, visit
 
 T = TokenType
 EPOCH = dt.datetime(1970, 1, 1)

@@ -1,0 +1,115 @@
+"""Reading a MEDS dataset directory: its event shards, subject splits and subject table.
+
+Every stage that reads a MEDS dataset (tokenize, label, pretrain, finetune, evaluate) reads it
+through these functions, so a missing or malformed file fails the same way everywhere: with a
+:class:`MedsDatasetError` naming the file and what is wrong (:class:`MissingMedsFileError`, also
+a ``FileNotFoundError``, when the file or folder is absent).
+
+Layout (MEDS v0.4)::
+
+    <meds_dir>/data/**/*.parquet                  events: subject_id, time, code, ...
+    <meds_dir>/metadata/subject_splits.parquet    subject_id, split (train / tuning / held_out)
+    <meds_dir>/metadata/subjects.parquet          subject_id <-> FHIR Patient id (ehrfm ingest)
+
+>>> import tempfile, ehrfm
+>>> from ehrfm.resources import example_fhir_dir
+>>> meds = tempfile.mkdtemp()
+>>> _ = ehrfm.ingest_fhir(example_fhir_dir(), meds, workers=1, overwrite=True)
+>>> sorted(set(read_splits(meds)["split"]))
+['held_out', 'train', 'tuning']
+>>> read_subjects(meds).columns[:2]
+['subject_id', 'fhir_patient_id']
+>>> read_splits(tempfile.mkdtemp())
+Traceback (most recent call last):
+...
+ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: missing; is ... a MEDS dataset? (its metadata lists each subject's split)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from meds import data_subdirectory, subject_splits_filepath
+
+from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
+
+__all__ = [
+    "FHIR_PATIENT_ID",
+    "SUBJECTS_FILE",
+    "MedsDatasetError",
+    "MissingMedsFileError",
+    "data_shards",
+    "read_splits",
+    "read_subjects",
+    "scan_events",
+    "train_events",
+]
+
+FHIR_PATIENT_ID = "fhir_patient_id"  # the Patient.id a subject_id was made from
+SUBJECTS_FILE = "metadata/subjects.parquet"  # written by ehrfm ingest; other ETLs may lack it
+
+
+class MedsDatasetError(ValueError):
+    """A MEDS dataset directory lacks a file, or a file in it lacks a column."""
+
+
+class MissingMedsFileError(MedsDatasetError, FileNotFoundError):
+    """A file or folder that a MEDS dataset must hold does not exist."""
+
+
+def data_shards(meds_dir: str | Path) -> list[Path]:
+    """The dataset's ``data/**/*.parquet`` files, sorted; an error names the folder if none."""
+    root = Path(meds_dir) / data_subdirectory
+    shards = sorted(root.rglob("*.parquet"))
+    if not shards:
+        raise MissingMedsFileError(f"{root}: no *.parquet shards; is {meds_dir} a MEDS dataset directory?")
+    return shards
+
+
+def scan_events(meds_dir: str | Path) -> pl.LazyFrame:
+    """Every event of every shard, lazily."""
+    return pl.scan_parquet([str(p) for p in data_shards(meds_dir)])
+
+
+def _read_columns(path: Path, columns: tuple[str, ...], what: str) -> pl.DataFrame:
+    frame = pl.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise MedsDatasetError(f"{path}: needs column(s) {missing} ({what}); found {frame.columns}")
+    return frame
+
+
+def read_splits(meds_dir: str | Path, *, required: bool = True) -> pl.DataFrame:
+    """``subject_id`` (Int64), ``split`` from ``metadata/subject_splits.parquet``, one row per subject.
+
+    With ``required=False`` a missing file gives an empty frame (the caller decides what a
+    subject without a split means); a malformed file is an error either way.
+    """
+    path = Path(meds_dir) / subject_splits_filepath
+    if not path.is_file():
+        if not required:
+            return pl.DataFrame(schema={SUBJECT_ID: pl.Int64, SPLIT: pl.String})
+        raise MissingMedsFileError(
+            f"{path}: missing; is {meds_dir} a MEDS dataset? (its metadata lists each subject's split)")
+    splits = _read_columns(path, (SUBJECT_ID, SPLIT), "the subject splits")
+    return (splits.select(pl.col(SUBJECT_ID).cast(pl.Int64), pl.col(SPLIT).cast(pl.String))
+            .unique(SUBJECT_ID, keep="first", maintain_order=True))
+
+
+def read_subjects(meds_dir: str | Path) -> pl.DataFrame:
+    """``metadata/subjects.parquet``: ``subject_id`` and the FHIR ``fhir_patient_id`` it came from."""
+    path = Path(meds_dir) / SUBJECTS_FILE
+    if not path.is_file():
+        raise MissingMedsFileError(f"{path}: missing; datasets written by `ehrfm ingest` map subject_id to the "
+                                   "FHIR Patient id there")
+    return _read_columns(path, (SUBJECT_ID, FHIR_PATIENT_ID), "subject_id <-> FHIR Patient id")
+
+
+def train_events(meds_dir: str | Path) -> pl.LazyFrame:
+    """All events of train subjects, lazily, across every shard."""
+    splits = read_splits(meds_dir)
+    train_ids = splits.filter(pl.col(SPLIT) == TRAIN).select(SUBJECT_ID)
+    if train_ids.height == 0:
+        raise MedsDatasetError(f"{Path(meds_dir) / subject_splits_filepath}: no subject has split {TRAIN!r}")
+    return scan_events(meds_dir).join(train_ids.lazy(), on=SUBJECT_ID, how="semi")

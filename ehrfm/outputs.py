@@ -1,0 +1,45 @@
+"""Claiming a stage's output folder: refuse to clobber earlier results unless told to.
+
+A stage names the files and folders it writes; if any already exists it refuses (naming the
+first one) unless ``overwrite``, and then removes exactly those paths, never anything else
+in the folder.
+
+>>> import tempfile, pathlib
+>>> out = pathlib.Path(tempfile.mkdtemp())
+>>> (out / "summary.json").write_text("{}")
+2
+>>> prepare_output(out, ["summary.json", "data"], overwrite=False)
+Traceback (most recent call last):
+...
+FileExistsError: .../summary.json: already exists; pass overwrite=True (overwrite=true) to replace it
+>>> prepare_output(out, ["summary.json", "data"], overwrite=True)
+[]
+>>> (out / "summary.json").exists()
+False
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["prepare_output"]
+
+
+def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite: bool) -> list[Path]:
+    """Create ``output``; refuse (or with ``overwrite`` remove) the ``owned`` paths already in it.
+
+    ``owned`` are paths relative to ``output`` (files or folders) that this stage writes.
+    Returns the paths that remain afterwards (none: they were removed or never existed).
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"{output}: the output must be a folder, and this is a file")
+    existing = [output / part for part in owned if (output / part).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to replace it")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+    return [p for p in existing if p.exists()]

@@ -1,0 +1,32 @@
+"""Settings of one ``ehrfm label`` run; ``conf/label.yaml`` holds the same keys for the CLI.
+
+>>> LabelConfig(input="meds", output="labels").tasks[0]
+'mortality_1y'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_TASKS", "LabelConfig"]
+
+DEFAULT_TASKS = ("mortality_1y", "inpatient_admission_1y", "emergency_visit_90d", "new_prediabetes_3y")
+
+
+@dataclass
+class LabelConfig:
+    """``input`` (a MEDS dataset) -> ``output`` (<task>.parquet, details/, summary.json).
+
+    ``tasks`` are built-in task names (``builtin_task_names()``) or paths to task YAML files.
+    """
+
+    input: str
+    output: str
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):  # tasks=mortality_1y on the command line
+            self.tasks = [self.tasks]
+        if not self.tasks:
+            raise ValueError("tasks must be a non-empty list of built-in task names or task YAML paths")

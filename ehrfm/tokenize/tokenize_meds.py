@@ -1,0 +1,209 @@
+"""Tokenizing a whole MEDS dataset: a MEDS directory in, token sequence shards per split out.
+
+``tokenize_dataset`` is the work; ``run_tokenize`` runs it from a :class:`TokenizeConfig` (the
+``ehrfm tokenize`` stage, see :mod:`ehrfm.tokenize.stage`).
+
+Output layout (every file opens in any parquet/JSON viewer)::
+
+    <output>/tokenizer/            the tokenizer used (save_pretrained), so outputs describe themselves
+    <output>/data/<split>/<shard>.parquet   one row per subject, columns of SEQUENCE_SCHEMA
+    <output>/summary.json          patients, tokens, length percentiles, UNK rate, per split
+
+The tokenizer is fit on the ``train`` split only (from ``metadata/subject_splits.parquet``),
+unless a fitted one is given. Shards are tokenized one at a time, so memory follows the
+largest shard, not the dataset.
+
+>>> import tempfile, ehrfm
+>>> from ehrfm.resources import example_fhir_dir
+>>> from ehrfm.tokenize import EventTokenizer
+>>> meds = tempfile.mkdtemp()
+>>> _ = ehrfm.ingest_fhir(example_fhir_dir(), meds, workers=1, overwrite=True)
+>>> summary = tokenize_dataset(meds, EventTokenizer(min_count=2), tempfile.mkdtemp())
+>>> summary["splits"]["train"]["sequences"] > 0, summary["tokenizer"]["fitted_on"]
+(True, 'train')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from meds import data_subdirectory
+
+from ehrfm.meds_dataset import data_shards, read_splits, train_events
+from ehrfm.outputs import prepare_output
+from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
+from ehrfm.typed_config import resolve_config
+
+from .config import TokenizeConfig
+from .errors import EventsFormatError
+from .sequence_schema import INPUT_IDS, LENGTH, TOKEN_TYPE, TRUNCATED_TOKENS, TokenType
+from .tokenizer import EventTokenizer
+
+log = logging.getLogger("ehrfm.tokenize")
+
+TOKENIZER_SUBDIR = "tokenizer"
+SUMMARY_FILE = "summary.json"
+
+
+def fit_on_train(tokenizer: EventTokenizer, meds_dir: str | Path) -> EventTokenizer:
+    """Fit ``tokenizer`` on the train split of a MEDS directory; returns it."""
+    return tokenizer.fit(train_events(meds_dir))
+
+
+def _percentiles(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    series = pl.Series(lengths, dtype=pl.Int64)
+    return {
+        "min": int(series.min()),  # type: ignore[arg-type]
+        "p50": float(series.quantile(0.5, "nearest")),  # type: ignore[arg-type]
+        "p90": float(series.quantile(0.9, "nearest")),  # type: ignore[arg-type]
+        "p99": float(series.quantile(0.99, "nearest")),  # type: ignore[arg-type]
+        "max": int(series.max()),  # type: ignore[arg-type]
+        "mean": round(float(series.mean()), 3),  # type: ignore[arg-type]
+    }
+
+
+def tokenize_dataset(
+    meds_dir: str | Path,
+    tokenizer: EventTokenizer | str | Path,
+    output_dir: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    max_length: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Tokenize every subject of a MEDS dataset; write shards per split and return the summary.
+
+    ``tokenizer`` is a fitted :class:`EventTokenizer`, an unfitted one (fit here on the train
+    split), or a saved tokenizer directory / shipped name (loaded with ``from_pretrained``).
+    ``splits`` limits which splits are written (default: all). Subjects listed in the splits
+    file without any event are counted as ``subjects_without_events``; subjects with events but
+    no split are skipped and counted as ``subjects_without_split``.
+    """
+    started = time.perf_counter()
+    meds_dir, output = Path(meds_dir), Path(output_dir)
+    split_table = read_splits(meds_dir)
+    shards = data_shards(meds_dir)
+    fitted_here = False
+    if isinstance(tokenizer, (str, Path)):
+        source = str(tokenizer)
+        tokenizer = EventTokenizer.from_pretrained(tokenizer)
+    elif isinstance(tokenizer, EventTokenizer):
+        source = None
+        if not hasattr(tokenizer, "vocabulary_"):
+            log.info("fitting the tokenizer on the %r split of %s", TRAIN, meds_dir)
+            fit_on_train(tokenizer, meds_dir)
+            fitted_here = True
+    else:
+        raise TypeError(f"tokenizer must be an EventTokenizer or a directory, got {type(tokenizer).__name__}")
+    max_length = int(tokenizer.max_length if max_length is None else max_length)
+    wanted = set(splits) if splits is not None else None
+
+    prepare_output(output, [data_subdirectory, TOKENIZER_SUBDIR, SUMMARY_FILE], overwrite=overwrite)
+    tokenizer.save_pretrained(output / TOKENIZER_SUBDIR)
+    unk_ids = tokenizer.unk_token_ids()
+    stats: dict[str, dict[str, Any]] = {}
+    seen_subjects: list[pl.Series] = []
+    without_split = 0
+    for shard in shards:
+        events = pl.read_parquet(shard)
+        if SUBJECT_ID not in events.columns:
+            raise EventsFormatError(f"{shard}: MEDS events need column {SUBJECT_ID!r}; found {events.columns}")
+        subjects = events.select(pl.col(SUBJECT_ID).cast(pl.Int64)).unique()
+        seen_subjects.append(subjects[SUBJECT_ID])
+        labelled = subjects.join(split_table, on=SUBJECT_ID, how="left")
+        without_split += labelled[SPLIT].null_count()
+        labelled = labelled.drop_nulls(SPLIT)
+        if wanted is not None:
+            labelled = labelled.filter(pl.col(SPLIT).is_in(list(wanted)))
+        if labelled.height == 0:
+            continue
+        # a filter keeps the shard's row order (it breaks ties among same-instant events)
+        events = events.filter(pl.col(SUBJECT_ID).cast(pl.Int64).is_in(labelled[SUBJECT_ID].implode()))
+        try:
+            sequences = tokenizer.transform(events, max_length=max_length)
+        except EventsFormatError as err:
+            raise EventsFormatError(f"{shard}: {err}") from err
+        sequences = sequences.join(labelled, on=SUBJECT_ID, how="left", maintain_order="left")
+        for (split_name,), part in sequences.group_by(SPLIT, maintain_order=True):
+            target = output / data_subdirectory / str(split_name) / f"{shard.stem}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part.drop(SPLIT).write_parquet(target)
+            s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0, "truncated_sequences": 0,
+                                                   "truncated_tokens": 0, "prefix_only_sequences": 0, "_lengths": []})
+            ids = part[INPUT_IDS].explode()
+            s["sequences"] += part.height
+            s["tokens"] += int(part[LENGTH].sum())
+            s["unk_tokens"] += int(ids.is_in(unk_ids).sum())
+            s["truncated_sequences"] += int((part[TRUNCATED_TOKENS] > 0).sum())
+            s["truncated_tokens"] += int(part[TRUNCATED_TOKENS].sum())
+            # Prefix-only: no token past the prefix (static-only subjects, or all events cut off).
+            s["prefix_only_sequences"] += int((part[TOKEN_TYPE].list.max() < int(TokenType.INTERVAL)).sum())
+            s["_lengths"].extend(part[LENGTH].to_list())
+
+    present = pl.concat(seen_subjects).unique() if seen_subjects else pl.Series(SUBJECT_ID, [], pl.Int64)
+    without_events = split_table.filter(~pl.col(SUBJECT_ID).is_in(present.implode()))
+    split_summaries = {}
+    for name in sorted(stats):
+        s = stats[name]
+        lengths = s.pop("_lengths")
+        s["unk_rate"] = round(s["unk_tokens"] / s["tokens"], 6) if s["tokens"] else 0.0
+        s["length"] = _percentiles(lengths)
+        split_summaries[name] = s
+    summary: dict[str, Any] = {
+        "meds_dir": str(meds_dir),
+        "output_dir": str(output),
+        "tokenizer": {
+            "source": source,
+            "fitted_on": TRAIN if fitted_here else None,
+            "saved_to": str(output / TOKENIZER_SUBDIR),
+            "vocab_size": tokenizer.vocab_size,
+        },
+        "max_length": max_length,
+        "shards": len(shards),
+        "splits": split_summaries,
+        "total": {
+            "sequences": sum(s["sequences"] for s in split_summaries.values()),
+            "tokens": sum(s["tokens"] for s in split_summaries.values()),
+        },
+        "subjects_without_events": without_events.height,
+        "subjects_without_split": without_split,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (output / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    return summary
+
+
+def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
+    """The ``ehrfm tokenize`` stage as a Python call; returns the summary.
+
+    Takes a :class:`TokenizeConfig`, a mapping of its settings, or its settings as keywords.
+    Loads ``tokenizer_dir`` when given, else fits an ``EventTokenizer(**config.tokenizer)`` on the
+    train split; optionally saves the tokenizer used to ``save_tokenizer_to`` as well.
+    """
+    config = resolve_config(TokenizeConfig, config, settings, where="tokenize")
+    tokenizer: EventTokenizer | str = (str(config.tokenizer_dir) if config.tokenizer_dir
+                                       else EventTokenizer(**config.tokenizer))
+    summary = tokenize_dataset(config.input, tokenizer, config.output, splits=config.splits,
+                               max_length=config.history_tokens, overwrite=config.overwrite)
+    if config.save_tokenizer_to:
+        EventTokenizer.from_pretrained(summary["tokenizer"]["saved_to"]).save_pretrained(config.save_tokenizer_to)
+        summary["tokenizer"]["also_saved_to"] = str(config.save_tokenizer_to)
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"tokenized {summary['meds_dir']} -> {summary['output_dir']} "
+          f"(vocab {summary['tokenizer']['vocab_size']}, max_length {summary['max_length']}, {summary['seconds']} s)")
+    print(f"{'split':<10} {'sequences':>10} {'tokens':>12} {'p50':>7} {'p90':>7} {'max':>7} {'unk rate':>9} {'truncated':>9}")
+    for name, s in summary["splits"].items():
+        length = s["length"]
+        print(f"{name:<10} {s['sequences']:>10} {s['tokens']:>12} {length.get('p50', 0):>7.0f} {length.get('p90', 0):>7.0f} "
+              f"{length.get('max', 0):>7} {s['unk_rate']:>9.4f} {s['truncated_sequences']:>9}")

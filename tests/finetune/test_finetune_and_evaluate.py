@@ -1,0 +1,115 @@
+"""``ehrfm finetune`` then ``ehrfm evaluate`` end to end on ehrfm's synthetic patients.
+
+The backbone is an untrained tiny model (this checks the plumbing, not the science; the real
+comparison runs on Synthea with ``experiment=synthea_mtf``). Tasks: a built-in one and a
+user-written YAML file, as a user would add one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+import ehrfm
+from ehrfm.cli import compose_stage
+from ehrfm.evaluate.stage import run_evaluate_stage
+from ehrfm.finetune.stage import run_finetune_stage
+from ehrfm.model import BackboneConfig, EHRLanguageModel, MultitaskModel
+from ehrfm.synthetic.fhir_generator import write_synthetic_fhir
+from ehrfm.tokenize import EventTokenizer
+from ehrfm.tokenize.sequence_schema import TokenType
+from ehrfm.tokenize.tokenize_meds import fit_on_train
+
+USER_TASK = """\
+name: acute_visit_1y
+description: An inpatient or emergency visit within a year after an encounter ends.
+prompt_token: "[TASK_007]"
+trigger:
+  prefixes: [VISIT_END/]
+  offset: 1s
+prediction_window:
+  start: 0s
+  end: 365d
+label:
+  codes: [VISIT_START/IMP, VISIT_START/EMER]
+sampling:
+  max_per_subject: 5
+"""
+
+MODELS = {"mamba_mtf_task_shared", "mamba_mtf_task_per_task", "linear_probe", "lightgbm", "logistic_regression"}
+
+
+@pytest.fixture(scope="module")
+def pretrain_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `ehrfm pretrain` leaves behind: meds/ and model/ (+ model/tokenizer)."""
+    root = tmp_path_factory.mktemp("finetune_stage")
+    write_synthetic_fhir(root / "fhir", n_patients=120, seed=3)
+    ehrfm.ingest_fhir(root / "fhir", root / "pretrain" / "meds", workers=1)
+    tokenizer = fit_on_train(EventTokenizer(min_count=2), root / "pretrain" / "meds")
+    torch.manual_seed(0)
+    config = BackboneConfig.preset("tiny", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+                                   n_token_types=len(TokenType))
+    EHRLanguageModel(config).save_pretrained(root / "pretrain" / "model")
+    tokenizer.save_pretrained(root / "pretrain" / "model" / "tokenizer")
+    (root / "acute_visit_1y.yaml").write_text(USER_TASK)
+    return root / "pretrain"
+
+
+_compose = compose_stage
+
+
+def test_experiments_chain_the_outputs_of_pretrain_finetune_and_evaluate() -> None:
+    pretrain = _compose("pretrain", ["experiment=synthea_small"])
+    finetune = _compose("finetune", ["experiment=synthea_mtf"])
+    evaluate = _compose("evaluate", ["experiment=synthea_mtf"])
+    assert finetune.input == pretrain.output == "ehrfm_out/synthea_small"
+    assert evaluate.input == finetune.output == "ehrfm_out/synthea_mtf"
+    assert list(finetune.heads) == ["task_shared", "task_per_task"]
+
+
+@pytest.mark.slow
+def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
+    user_task = pretrain_output.parent / "acute_visit_1y.yaml"
+    out = tmp_path / "mtf"
+    summary = run_finetune_stage(_compose("finetune", [
+        f"input={pretrain_output}", f"output={out}",
+        f"tasks=[inpatient_admission_1y,{user_task}]", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        "data.context_length=256", "data.tokens_per_batch=4096", "optim.warmup_steps=2",
+    ]))
+    tasks = ["inpatient_admission_1y", "acute_visit_1y"]
+    assert summary["tasks"] == tasks
+    assert (out / "labels" / "inpatient_admission_1y.parquet").is_file() and (out / "labels" / "acute_visit_1y.parquet").is_file()
+    assert summary["best_head"] in ("task_shared", "task_per_task")
+    for head in ("task_shared", "task_per_task"):
+        metrics = summary["heads"][head]
+        assert metrics["global_step"] > 0 and 0.0 <= metrics["best_tuning_mean_auroc"] <= 1.0
+        assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+        model = MultitaskModel.from_pretrained(out / head / "model")
+        assert model.task_names == tasks and model.head_name == head
+        tokenizer = EventTokenizer.from_pretrained(out / head / "model" / "tokenizer")
+        assert model.prompt_token_ids.tolist() == tokenizer.convert_tokens_to_ids(["[TASK_001]", "[TASK_007]"])
+    # The finetuned weights moved away from the pretrained ones (training happened).
+    pretrained = EHRLanguageModel.from_pretrained(pretrain_output / "model").backbone.state_dict()
+    finetuned = MultitaskModel.from_pretrained(out / "task_shared" / "model").backbone.state_dict()
+    assert any(not torch.equal(pretrained[k], finetuned[k]) for k in pretrained)
+
+    result = run_evaluate_stage(_compose("evaluate", [f"input={out}", "n_bootstrap=50"]))
+    evaluation = Path(result["output"])
+    assert evaluation == out / "evaluation"
+    predictions = pl.read_parquet(evaluation / "predictions.parquet")
+    assert set(predictions["model"].unique()) == MODELS
+    assert set(predictions["split"].unique()) == {"tuning", "held_out"}
+    # Every model is scored on exactly the same labelled rows of each task and split.
+    for (task, split), group in predictions.group_by("task", "split"):
+        keys = {model: set(rows.select("subject_id", "prediction_time", "boolean_value").iter_rows())
+                for (model,), rows in group.group_by("model")}
+        reference = keys.pop("lightgbm")
+        assert all(rows == reference for rows in keys.values()), (task, split)
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results and (evaluation / "results.md").read_text().count("|") > 10
+    for task in tasks:
+        assert (evaluation / f"{task}_roc.png").is_file() and (evaluation / f"{task}_calibration.png").is_file()
