@@ -68,11 +68,13 @@ def build_transformer(d_model: int, n_layers: int, vocab_size: int):
             self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
             self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
             self.proj = nn.Linear(d_model, d_model, bias=False)
-            self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+            self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
+                                     nn.Linear(4 * d_model, d_model))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             b, l, d = x.shape
-            q, k, v = self.qkv(self.norm1(x)).view(b, l, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = (self.qkv(self.norm1(x)).view(b, l, 3, self.heads, d // self.heads)
+                       .permute(2, 0, 3, 1, 4))
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             x = x + self.proj(attn.transpose(1, 2).reshape(b, l, d))
             return x + self.mlp(self.norm2(x))
@@ -102,7 +104,8 @@ def run_cell(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     is_transformer = args.model.startswith("transformer")
-    config = BackboneConfig.preset(args.preset, mixer="mamba2" if is_transformer else args.model, vocab_size=args.vocab)
+    config = BackboneConfig.preset(args.preset, mixer="mamba2" if is_transformer else args.model,
+                                   vocab_size=args.vocab)
     if is_transformer:
         model = build_transformer(config.d_model, config.n_layers, config.vocab_size)
     else:
@@ -175,7 +178,8 @@ class OtherLoad:
         cores = os.cpu_count() or 1
         return (
             f"other processes used {other:.0f} CPU-s during the {wall:.0f} s run "
-            f"({100 * other / max(wall * cores, 1e-9):.0f}% of {cores} cores); the bench used {ours:.0f} CPU-s"
+            f"({100 * other / max(wall * cores, 1e-9):.0f}% of {cores} cores); "
+            f"the bench used {ours:.0f} CPU-s"
         )
 
 
@@ -236,7 +240,8 @@ def fmt_mem(cell: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,small")
     parser.add_argument("--mixers", default="mamba2", help="comma list of mamba2, mamba1")
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
@@ -244,7 +249,8 @@ def main() -> None:
     parser.add_argument("--no-transformer", action="store_true")
     parser.add_argument("--system-malloc", action="store_true", help="do not tune glibc malloc in the cells")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: torch's default)")
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--cap-gb", type=float, default=16.0)
     parser.add_argument("--min-seconds", type=float, default=3.0, help="time at least this long per cell")
@@ -275,17 +281,20 @@ def main() -> None:
     busy_cores = probe.other_cores()
     if busy_cores > 0.3:
         print(
-            f"warning: other processes are using {busy_cores:.1f} cores right now; with {args.threads} intra-op "
+            f"warning: other processes are using {busy_cores:.1f} cores right now; "
+            f"with {args.threads} intra-op "
             "thread(s) timings can be several times slower than on a quiet machine"
             + (" (try --threads 1)" if args.threads > 1 else "")
         )
     load = OtherLoad()
     malloc = "system malloc" if args.system_malloc else "MALLOC_MMAP_MAX_=0"
     print(
-        f"ehrfm backbone bench: batch {args.batch}, fwd+bwd, fp32, {args.threads} thread(s), vocab {args.vocab}, "
+        f"ehrfm backbone bench: batch {args.batch}, fwd+bwd, fp32, {args.threads} thread(s), "
+        f"vocab {args.vocab}, "
         f"cap {args.cap_gb:g} GB, {malloc}"
     )
-    print("cells: tokens/s (= batch * L / best step time) and peak RSS MB of the cell's process (growth over its baseline)\n")
+    print("cells: tokens/s (= batch * L / best step time) and peak RSS MB of the cell's process "
+          "(growth over its baseline)\n")
     columns = ["preset", "L", *(f"{m} tok/s" for m in mixers), *(f"{m} peak MB" for m in mixers)]
     for name in attention:
         columns += [f"{names[name]} tok/s", f"{names[name]} peak MB"]
@@ -318,18 +327,22 @@ def main() -> None:
         print(f"params {preset:6s} {names.get(name, name):12s} {n / 1e6:7.2f} M")
     for preset in presets:
         for name in [*mixers, *attention]:
-            ok = [(l, results[(preset, l)][name]) for l in lengths if "error" not in results[(preset, l)][name]]
+            ok = [(l, results[(preset, l)][name]) for l in lengths
+                  if "error" not in results[(preset, l)][name]]
             for l in lengths:
                 if "error" in results[(preset, l)][name]:
-                    print(f"{preset:6s} {names.get(name, name):12s} L = {l:,}: {results[(preset, l)][name]['error']}")
+                    print(f"{preset:6s} {names.get(name, name):12s} L = {l:,}: "
+                          f"{results[(preset, l)][name]['error']}")
             if len(ok) >= 2:
                 (l0, c0), (l1, c1) = ok[0], ok[-1]
                 tokens = l1 / l0
                 time_ratio = c1["step_s"] / c0["step_s"]
                 mem_ratio = c1["growth_mb"] / max(c0["growth_mb"], 1e-9)
                 print(
-                    f"scaling {preset:6s} {names.get(name, name):12s} L {l0:,} -> {l1:,} (x{tokens:.0f} tokens): step time x{time_ratio:.1f}, "
-                    f"memory growth x{mem_ratio:.1f}; per token: time x{time_ratio / tokens:.2f}, memory x{mem_ratio / tokens:.2f}"
+                    f"scaling {preset:6s} {names.get(name, name):12s} L {l0:,} -> {l1:,} "
+                    f"(x{tokens:.0f} tokens): step time x{time_ratio:.1f}, "
+                    f"memory growth x{mem_ratio:.1f}; per token: time x{time_ratio / tokens:.2f}, "
+                    f"memory x{mem_ratio / tokens:.2f}"
                 )
     print("\n" + load.summary())
 

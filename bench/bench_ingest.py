@@ -166,7 +166,8 @@ class OtherLoad:
         with open("/proc/stat") as handle:
             fields = [int(x) for x in handle.readline().split()[1:]]
         busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
-        own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        own = sum(getattr(resource.getrusage(who), f)
+                  for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                   for f in ("ru_utime", "ru_stime"))
         return busy, own, time.perf_counter()
 
@@ -174,8 +175,10 @@ class OtherLoad:
         busy, own, wall = (b - a for a, b in zip(self.start, self._snapshot()))
         other = max(0.0, busy - own)
         cores = os.cpu_count() or 1
-        return (f"other processes on the machine used {other:.0f} CPU-s during the {what} ({wall:.0f} s wall, "
-                f"{100 * other / (wall * cores):.0f}% of {cores} cores); the bench itself used {own:.0f} CPU-s")
+        return (f"other processes on the machine used {other:.0f} CPU-s during the {what} "
+                f"({wall:.0f} s wall, "
+                f"{100 * other / (wall * cores):.0f}% of {cores} cores); "
+                f"the bench itself used {own:.0f} CPU-s")
 
 
 # ---------------------------------------------------------------- part 1: throughput
@@ -184,7 +187,8 @@ def bench_throughput(files: list[str], fhir_files: list[str], fhir_label: str, r
                      tmp_root: Path, ingest_settings: dict) -> dict:
     import ehrfm
 
-    print(f"warm-up: reading {len(files)} files once (page cache), counting uncompressed bytes ...", flush=True)
+    print(f"warm-up: reading {len(files)} files once (page cache), counting uncompressed bytes ...",
+          flush=True)
     total_bytes = sum(len(_read(p)) for p in files)
     fhir_bytes = sum(len(_read(p)) for p in fhir_files)
     fhir_types = sorted({e["resource"]["resourceType"] for p in fhir_files
@@ -214,7 +218,8 @@ def bench_throughput(files: list[str], fhir_files: list[str], fhir_label: str, r
             runners[("json", procs)] = Runner(procs)
         runners[("orjson", 1)] = Runner(1)
         tasks = [("ehrfm", n_workers, ingest_once)]
-        tasks += [("fhir", p, lambda p=p: runners[("fhir", p)].run(fhir_file, fhir_files)) for p in procs_list]
+        tasks += [("fhir", p, lambda p=p: runners[("fhir", p)].run(fhir_file, fhir_files))
+                  for p in procs_list]
         tasks += [("json", p, lambda p=p: runners[("json", p)].run(json_file, files)) for p in procs_list]
         tasks += [("orjson", 1, lambda: runners[("orjson", 1)].run(orjson_file, files))]
         times: dict[tuple[str, int], list[float]] = {(k, p): [] for k, p, _ in tasks}
@@ -250,7 +255,8 @@ def bench_throughput(files: list[str], fhir_files: list[str], fhir_label: str, r
     json_runs = results[("json", 1)]
     json_resources = sum(r[0] for r in json_runs[-1])
     rows.append(Row("json.loads, parse only (no gzip; info)", 1, len(files), json_resources, total_bytes,
-                    [sum(r[3] for r in run) for run in json_runs], note="per run: sum of per-file json.loads time"))
+                    [sum(r[3] for r in run) for run in json_runs],
+                    note="per run: sum of per-file json.loads time"))
     rows.append(Row("gzip decompression only (info)", 1, len(files), json_resources, total_bytes,
                     [sum(r[2] for r in run) for run in json_runs], note="per run: sum of per-file gzip time"))
 
@@ -263,10 +269,13 @@ def bench_throughput(files: list[str], fhir_files: list[str], fhir_label: str, r
     print("and warmed (imports done) before the clock starts, which favours them. fhir.resources:")
     print("json.loads of each Bundle file, then get_fhir_model_class(resourceType).model_validate(resource)")
     print("per entry (one resource at a time, as a user would for ndjson too; validating the whole Bundle")
-    print(f"with the Bundle class is slower), timed on {fhir_label} ({len(fhir_files)} of {len(files)} files)")
-    print(f"to keep the run short; its rates are per resource / per MB. Best of {repeats} run(s), all listed.")
+    print(f"with the Bundle class is slower), timed on {fhir_label} "
+          f"({len(fhir_files)} of {len(files)} files)")
+    print(f"to keep the run short; its rates are per resource / per MB. "
+          f"Best of {repeats} run(s), all listed.")
     print()
-    header = f"{'path':<42}{'procs':>5}{'files':>6}{'resources':>10}{'MB json':>9}{'best s':>8}{'res/s':>10}{'MB/s':>8}  runs (s)"
+    header = (f"{'path':<42}{'procs':>5}{'files':>6}{'resources':>10}{'MB json':>9}{'best s':>8}"
+              f"{'res/s':>10}{'MB/s':>8}  runs (s)")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -288,16 +297,19 @@ def bench_throughput(files: list[str], fhir_files: list[str], fhir_label: str, r
     print()
     print(f"Ratios (ehrfm resources/s / other resources/s; ehrfm uses {n_workers} processes)")
     lines = [
-        ("vs fhir.resources R4B, 1 process (how a user runs it)", ehr.rate / fhir1.rate, TARGET_VS_FHIR, True),
-        (f"vs fhir.resources R4B, {n_workers} processes (same cores)", ehr.rate / fhirn.rate, TARGET_VS_FHIR, True),
+        ("vs fhir.resources R4B, 1 process (how a user runs it)", ehr.rate / fhir1.rate,
+         TARGET_VS_FHIR, True),
+        (f"vs fhir.resources R4B, {n_workers} processes (same cores)", ehr.rate / fhirn.rate,
+         TARGET_VS_FHIR, True),
         ("vs json.loads, 1 process", ehr.rate / json1.rate, TARGET_VS_JSON, True),
         (f"vs json.loads, {n_workers} processes (same cores)", ehr.rate / jsonn.rate, TARGET_VS_JSON, True),
-        (f"info: vs json.loads parse only x {n_workers} cores (no gzip)", ehr.rate / (parse_only.rate * n_workers),
-         TARGET_VS_JSON, False),
+        (f"info: vs json.loads parse only x {n_workers} cores (no gzip)",
+         ehr.rate / (parse_only.rate * n_workers), TARGET_VS_JSON, False),
     ]
     for label, value, target, judged in lines:
         goal = f">= {target:.3g}" if target >= 1 else f">= {target:.3f}"
-        tail = f"target {goal:<8} {verdict(value, target)}" if judged else "(not like-for-like: json gets no gzip)"
+        tail = (f"target {goal:<8} {verdict(value, target)}" if judged
+                else "(not like-for-like: json gets no gzip)")
         print(f"  ehrfm {label:<60}{value:>7.2f}x  {tail}")
     print(load_line)
     return {"ehrfm_rate": ehr.rate}
@@ -461,9 +473,11 @@ def bench_memory(files: list[str], scale: int, workers: int, tmp_root: Path, set
         for label, n_files, nbytes, r in results:
             driver = r["self_maxrss_kib"] / 1024
             worker = r["children_maxrss_kib"] / 1024
-            print(f"{label:<6}{n_files:>7}{nbytes / 1e6:>9.0f}{r['resources']:>11}{r['events']:>10}{r['subjects']:>9}"
+            print(f"{label:<6}{n_files:>7}{nbytes / 1e6:>9.0f}{r['resources']:>11}{r['events']:>10}"
+                  f"{r['subjects']:>9}"
                   f"{r['shards']:>7}{r['seconds']:>9.1f}{r['resources'] / r['seconds']:>9,.0f}"
-                  f"{nbytes / 1e6 / r['seconds']:>7.1f}{driver:>10.0f}{worker:>10.0f}{max(driver, worker):>8.0f}"
+                  f"{nbytes / 1e6 / r['seconds']:>7.1f}{driver:>10.0f}{worker:>10.0f}"
+                  f"{max(driver, worker):>8.0f}"
                   f"{r['tree_peak_kib'] / 1024:>9.0f}")
         if len(results) > 1:
             first, last = results[0][3], results[-1][3]
@@ -471,7 +485,8 @@ def bench_memory(files: list[str], scale: int, workers: int, tmp_root: Path, set
             peak0 = max(first["self_maxrss_kib"], first["children_maxrss_kib"])
             peak1 = max(last["self_maxrss_kib"], last["children_maxrss_kib"])
             print(f"{scale}x / 1x: resources {last['resources'] / first['resources']:.2f}x, "
-                  f"largest-process peak RSS {peak1 / peak0:.2f}x, tree peak RSS {grow('tree_peak_kib'):.2f}x, "
+                  f"largest-process peak RSS {peak1 / peak0:.2f}x, "
+                  f"tree peak RSS {grow('tree_peak_kib'):.2f}x, "
                   f"driver {grow('self_maxrss_kib'):.2f}x, worker {grow('children_maxrss_kib'):.2f}x")
         print(load.line("ingest subprocesses"))
         bad = [label for label, _, _, r in results if not r["balanced"]]
@@ -485,15 +500,19 @@ def bench_memory(files: list[str], scale: int, workers: int, tmp_root: Path, set
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of FHIR Bundle .json.gz files")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder of FHIR Bundle .json.gz files")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: every 10th file, 1 repeat, peak RSS at 1x only (unless --scale)")
-    parser.add_argument("--scale", type=int, default=None, help="N of the Nx peak-RSS run (default 10; 1 skips it)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per path, best reported (default 5)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="N of the Nx peak-RSS run (default 10; 1 skips it)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per path, best reported (default 5)")
     parser.add_argument("--workers", type=int, default=0, help="ingest workers (default 0: every core)")
     parser.add_argument("--tmp", type=Path, default=None, help="where temp dirs go (default: system temp)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra ingest setting, e.g. --set events_per_shard=500000 (value parsed as JSON)")
+                        help="extra ingest setting, e.g. --set events_per_shard=500000 "
+                             "(value parsed as JSON)")
     parser.add_argument("--memory-only", action="store_true", help="skip the throughput part")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-files", help=argparse.SUPPRESS)
@@ -530,7 +549,8 @@ def main() -> None:
     import ehrfm
 
     started = time.perf_counter()
-    print(f"ehrfm {ehrfm.__version__}, fhir.resources {fhir.resources.__version__}, polars {polars.__version__}, "
+    print(f"ehrfm {ehrfm.__version__}, fhir.resources {fhir.resources.__version__}, "
+          f"polars {polars.__version__}, "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s), load average at start "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"data: {args.data} ({len(files)} files{', quick: every 10th' if args.quick else ''}); "

@@ -50,7 +50,8 @@ EPOCH = np.datetime64("1970-01-01T00:00:00", "us")
 class ReferenceTokenizer:
     """Per-patient Python twin of EventTokenizer (separate value tokens), for timing and parity."""
 
-    def __init__(self, min_count: int, num_value_bins: int, min_values_for_bins: int, max_length: int) -> None:
+    def __init__(self, min_count: int, num_value_bins: int, min_values_for_bins: int,
+                 max_length: int) -> None:
         self.min_count = min_count
         self.num_bins = num_value_bins
         self.min_values = min_values_for_bins
@@ -98,8 +99,10 @@ class ReferenceTokenizer:
             if len(vals) >= self.min_values:
                 qs = np.quantile(np.asarray(vals, dtype=np.float64), probs)
                 self.edges[key] = sorted(set(float(q) for q in qs))
-        structural = [*SEX_TOKENS, *birth_year_tokens(self.bucket), *INTERVAL_TOKENS, *value_tokens(self.num_bins)]
-        self.vocab = Vocabulary.build(num_task_tokens=16, structural=structural, learned_counts=counts, min_count=self.min_count)
+        structural = [*SEX_TOKENS, *birth_year_tokens(self.bucket), *INTERVAL_TOKENS,
+                      *value_tokens(self.num_bins)]
+        self.vocab = Vocabulary.build(num_task_tokens=16, structural=structural, learned_counts=counts,
+                                      min_count=self.min_count)
         return self
 
     def _interval(self, gap_days: float) -> str:
@@ -151,7 +154,8 @@ class ReferenceTokenizer:
             body.append((n, e["code"], days, age, visit, kind))
             if self._finite(e["numeric_value"]):
                 edges = self.edges.get((e["code"], e["unit"] or ""))
-                token = "VALUE/ANY" if edges is None else f"VALUE/Q{bisect.bisect_left(edges, float(e['numeric_value'])) + 1:02d}"
+                token = ("VALUE/ANY" if edges is None
+                         else f"VALUE/Q{bisect.bisect_left(edges, float(e['numeric_value'])) + 1:02d}")
                 body.append((n, token, days, age, visit, 8))
             text = self._text_token(e)
             if text:
@@ -233,14 +237,16 @@ def run_fast(meds: Path, out: Path | None) -> dict[str, Any]:
     if out is not None:
         tok.save_pretrained(out / "fast_tokenizer")
     return {"fit_s": fit_s, "transform_s": transform_s, "tokens": tokens, "patients": patients,
-            "train_subjects": tok.n_train_subjects_, "train_events": tok.n_train_events_, "vocab": tok.vocab_size}
+            "train_subjects": tok.n_train_subjects_, "train_events": tok.n_train_events_,
+            "vocab": tok.vocab_size}
 
 
 def run_reference(meds: Path, out: Path | None) -> dict[str, Any]:
     splits = pl.read_parquet(meds / "metadata" / "subject_splits.parquet")
     train_ids = set(splits.filter(pl.col("split") == "train")["subject_id"].to_list())
     t0 = time.perf_counter()
-    train_rows = [r for shard in _shards(meds) for r in pl.read_parquet(shard).to_dicts() if r["subject_id"] in train_ids]
+    train_rows = [r for shard in _shards(meds) for r in pl.read_parquet(shard).to_dicts()
+                  if r["subject_id"] in train_ids]
     ref = ReferenceTokenizer(**PARAMS).fit(train_rows)
     fit_s = time.perf_counter() - t0
     del train_rows
@@ -255,8 +261,10 @@ def run_reference(meds: Path, out: Path | None) -> dict[str, Any]:
     transform_s = time.perf_counter() - t0
     if out is not None:
         (out / "reference_vocab.json").write_text(json.dumps(ref.vocab.tokens))
-        (out / "reference_edges.json").write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in sorted(ref.edges.items())}))
-    return {"fit_s": fit_s, "transform_s": transform_s, "tokens": tokens, "patients": patients, "vocab": len(ref.vocab)}
+        (out / "reference_edges.json").write_text(
+            json.dumps({f"{k[0]}|{k[1]}": v for k, v in sorted(ref.edges.items())}))
+    return {"fit_s": fit_s, "transform_s": transform_s, "tokens": tokens, "patients": patients,
+            "vocab": len(ref.vocab)}
 
 
 def peak_rss_mb() -> float:
@@ -275,7 +283,8 @@ def child_main(kind: str, meds: Path, out: Path | None) -> None:
 
 
 def run_child(kind: str, meds: Path, out: Path | None) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", kind, "--meds", str(meds)] + (["--out", str(out)] if out else [])
+    cmd = ([sys.executable, __file__, "--child", kind, "--meds", str(meds)]
+           + (["--out", str(out)] if out else []))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{proc.stderr[-3000:]}")
@@ -298,7 +307,8 @@ def replicate(meds: Path, target: Path, times: int) -> Path:
     (target / "data").mkdir(parents=True)
     (target / "metadata").mkdir()
     splits = pl.read_parquet(meds / "metadata" / "subject_splits.parquet")
-    rank = splits.select("subject_id").unique().sort("subject_id").with_row_index("rank").with_columns(pl.col("rank").cast(pl.Int64))
+    rank = (splits.select("subject_id").unique().sort("subject_id").with_row_index("rank")
+            .with_columns(pl.col("rank").cast(pl.Int64)))
     n = rank.height
 
     def renumber(frame: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -310,7 +320,8 @@ def replicate(meds: Path, target: Path, times: int) -> Path:
     for k in range(times):
         for shard in _shards(meds):
             renumber(pl.read_parquet(shard), k).write_parquet(target / "data" / f"{k}_{shard.stem}.parquet")
-    pl.concat([renumber(splits, k) for k in range(times)]).write_parquet(target / "metadata" / "subject_splits.parquet")
+    pl.concat([renumber(splits, k) for k in range(times)]).write_parquet(
+        target / "metadata" / "subject_splits.parquet")
     shutil.copy(meds / "metadata" / "codes.parquet", target / "metadata" / "codes.parquet")
     return target
 
@@ -318,13 +329,15 @@ def replicate(meds: Path, target: Path, times: int) -> Path:
 def parity(out: Path) -> str:
     fast = pl.read_parquet(out / "fast_shard0.parquet").sort("subject_id")
     ref = pl.read_parquet(out / "reference_shard0.parquet").sort("subject_id")
-    vocab_fast = [json.loads(line)["token"] for line in (out / "fast_tokenizer" / "vocab.jsonl").read_text().splitlines()]
+    vocab_fast = [json.loads(line)["token"]
+                  for line in (out / "fast_tokenizer" / "vocab.jsonl").read_text().splitlines()]
     vocab_ref = json.loads((out / "reference_vocab.json").read_text())
     bins = json.loads((out / "fast_tokenizer" / "value_bins.json").read_text())
     edges_fast = {f"{b['code']}|{b['unit'] or ''}": b["edges"] for b in bins if b["edges"]}
     edges_ref = json.loads((out / "reference_edges.json").read_text())
     max_edge_diff = max(
-        (abs(a - b) / max(abs(a), 1e-12) for k in edges_fast for a, b in zip(edges_fast[k], edges_ref.get(k, []))), default=0.0
+        (abs(a - b) / max(abs(a), 1e-12)
+         for k in edges_fast for a, b in zip(edges_fast[k], edges_ref.get(k, []))), default=0.0
     )
     problems = []
     if vocab_fast != vocab_ref:
@@ -333,7 +346,8 @@ def parity(out: Path) -> str:
         problems.append("value-bin keys or counts differ")
     columns = ["subject_id", "input_ids", "visit_index", "token_type", "truncated_tokens"]
     same_tokens = fast.select(columns).cast({"input_ids": pl.List(pl.Int64), "visit_index": pl.List(pl.Int64),
-                                             "token_type": pl.List(pl.Int64), "truncated_tokens": pl.Int64}).equals(
+                                             "token_type": pl.List(pl.Int64),
+                                             "truncated_tokens": pl.Int64}).equals(
         ref.select(columns).cast({"input_ids": pl.List(pl.Int64), "visit_index": pl.List(pl.Int64),
                                   "token_type": pl.List(pl.Int64), "truncated_tokens": pl.Int64})
     )
@@ -345,7 +359,8 @@ def parity(out: Path) -> str:
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
             problems.append(f"{stream} differs")
     status = "IDENTICAL" if not problems else "DIFFERENT: " + "; ".join(problems)
-    return f"{status} ({fast.height} subjects of shard 0; max relative bin-edge difference {max_edge_diff:.1e})"
+    return (f"{status} ({fast.height} subjects of shard 0; "
+            f"max relative bin-edge difference {max_edge_diff:.1e})")
 
 
 def ingest_synthea(target: Path) -> Path:
@@ -360,10 +375,13 @@ def ingest_synthea(target: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--meds", type=Path, help="MEDS dataset dir (default: ingest ../shared/data/synthea-r4)")
+    parser.add_argument("--meds", type=Path,
+                        help="MEDS dataset dir (default: ingest ../shared/data/synthea-r4)")
     parser.add_argument("--replicate", type=int, default=10)
-    parser.add_argument("--skip-reference-above", type=int, default=10, help="largest replication the reference runs on")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per implementation and size; the fastest is shown")
+    parser.add_argument("--skip-reference-above", type=int, default=10,
+                        help="largest replication the reference runs on")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per implementation and size; the fastest is shown")
     parser.add_argument("--child", choices=["fast", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,7 +398,8 @@ def main() -> None:
         print(f"input: {meds}  (x{args.replicate} replica: fresh subject ids, one shard per copy)")
         print(f"params: {PARAMS}; CPU cores: {len(__import__('os').sched_getaffinity(0))}; "
               f"best of {args.repeats} runs per row, each in a fresh process (first-call warm-up included)\n")
-        header = f"{'input':<6} {'impl':<10} {'fit s':>7} {'fit pat/s':>10} {'fit ev/s':>10} {'xform s':>8} {'tokens/s':>11} {'pat/s':>9} {'tokens':>10} {'RSS MB':>7}"
+        header = (f"{'input':<6} {'impl':<10} {'fit s':>7} {'fit pat/s':>10} {'fit ev/s':>10} {'xform s':>8} "
+                  f"{'tokens/s':>11} {'pat/s':>9} {'tokens':>10} {'RSS MB':>7}")
         print(header)
         print("-" * len(header))
         results: dict[tuple[int, str], dict[str, Any]] = {}
@@ -397,17 +416,21 @@ def main() -> None:
                 r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs)
                 results[(size, kind)] = r
                 train = results[(size, "fast")]
-                print(f"{str(size) + 'x':<6} {kind:<10} {r['fit_s']:>7.2f} {train['train_subjects'] / r['fit_s']:>10.0f} "
-                      f"{train['train_events'] / r['fit_s']:>10.0f} {r['transform_s']:>8.2f} {r['tokens'] / r['transform_s']:>11.0f} "
+                print(f"{str(size) + 'x':<6} {kind:<10} {r['fit_s']:>7.2f} "
+                      f"{train['train_subjects'] / r['fit_s']:>10.0f} "
+                      f"{train['train_events'] / r['fit_s']:>10.0f} {r['transform_s']:>8.2f} "
+                      f"{r['tokens'] / r['transform_s']:>11.0f} "
                       f"{r['patients'] / r['transform_s']:>9.0f} {r['tokens']:>10} {r['peak_rss_mb']:>7.0f}")
             if "reference" in kinds:
                 f, ref = results[(size, "fast")], results[(size, "reference")]
-                print(f"{'':<6} ratio      fit {ref['fit_s'] / f['fit_s']:.1f}x   transform {ref['transform_s'] / f['transform_s']:.1f}x   "
+                print(f"{'':<6} ratio      fit {ref['fit_s'] / f['fit_s']:.1f}x   "
+                      f"transform {ref['transform_s'] / f['transform_s']:.1f}x   "
                       f"(reference time / EventTokenizer time); parity: {parity(out)}")
         sizes = sorted(inputs)
         if len(sizes) > 1:
             a, b = results[(sizes[0], "fast")], results[(sizes[-1], "fast")]
-            print(f"\nEventTokenizer peak RSS {a['peak_rss_mb']:.0f} MB at 1x vs {b['peak_rss_mb']:.0f} MB at {sizes[-1]}x "
+            print(f"\nEventTokenizer peak RSS {a['peak_rss_mb']:.0f} MB at 1x "
+                  f"vs {b['peak_rss_mb']:.0f} MB at {sizes[-1]}x "
                   f"({b['tokens'] / a['tokens']:.1f}x the tokens)")
         # fused value tokens: shorter sequences, larger vocabulary (measured, not assumed)
         from ehrfm.meds_dataset import train_events

@@ -41,7 +41,8 @@ def run_cell(mixer: str, path: str, length: int, args: argparse.Namespace) -> di
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
-    config = BackboneConfig.preset(args.preset, mixer=mixer, vocab_size=args.vocab, use_kernels=(path == "kernel"))
+    config = BackboneConfig.preset(args.preset, mixer=mixer, vocab_size=args.vocab,
+                                   use_kernels=(path == "kernel"))
     model = MambaBackbone(config).to(device).train()
     batch = make_batch(args.batch, length, args.vocab, device)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
@@ -84,7 +85,8 @@ def mem(cell: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--mixers", default="mamba2,mamba1")
     parser.add_argument("--lengths", default="2048,8192,16384")
@@ -93,7 +95,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--cell-seconds", type=float, default=20.0, help="stop timing a cell after this long")
-    parser.add_argument("--budget-s", type=float, default=180.0, help="skip the remaining cells after this long")
+    parser.add_argument("--budget-s", type=float, default=180.0,
+                        help="skip the remaining cells after this long")
     parser.add_argument("--device", default="cuda", help="'cpu' only to smoke-test this script")
     args = parser.parse_args()
 
@@ -105,7 +108,8 @@ def main() -> None:
     print(f"kernels imported: {', '.join(kernels.available()) or 'none'}")
     for name, why in kernels.errors.items():
         print(f"  not available: {name}: {why}")
-    print(f"preset {args.preset}, batch {args.batch}, {args.dtype} autocast, fwd+bwd, best of up to {args.iters} steps\n")
+    print(f"preset {args.preset}, batch {args.batch}, {args.dtype} autocast, fwd+bwd, "
+          f"best of up to {args.iters} steps\n")
     print("| mixer | L | kernel tok/s | reference tok/s | speedup | kernel peak GB | reference peak GB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     started = time.monotonic()
@@ -119,7 +123,8 @@ def main() -> None:
                     cells[path] = run_cell(mixer, path, length, args)
             k, r = cells["kernel"], cells["reference"]
             speedup = "-" if "error" in k or "error" in r else f"{k['tokens_per_s'] / r['tokens_per_s']:.1f}x"
-            print(f"| {mixer} | {length:,} | {rate(k)} | {rate(r)} | {speedup} | {mem(k)} | {mem(r)} |", flush=True)
+            print(f"| {mixer} | {length:,} | {rate(k)} | {rate(r)} | {speedup} | {mem(k)} | {mem(r)} |",
+                  flush=True)
     print("\nnote: for Mamba-1 the kernel path needs mamba-ssm's compiled selective_scan_cuda; without it "
           "both columns run the reference (see 'kernels imported').")
 

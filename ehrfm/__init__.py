@@ -10,6 +10,15 @@ One sub-package per stage, each a Python call and an ``ehrfm <stage>`` command:
 by them: :mod:`ehrfm.model` (every ``nn.Module``), :mod:`ehrfm.predict` (cohorts at prediction
 times, inference, calibration, metrics), :mod:`ehrfm.ops` (kernels), :mod:`ehrfm.schema` and
 :mod:`ehrfm.meds_dataset` (columns and the MEDS-directory reader), :mod:`ehrfm.synthetic`.
+
+The names below load on first use: ``ehrfm.ingest_fhir``, ``ehrfm.EventTokenizer``,
+``ehrfm.load_task``/``load_tasks`` and ``ehrfm.RiskModel`` (a finetuned bundle that scores).
+
+>>> import ehrfm
+>>> ehrfm.load_task("mortality_1y").prompt_token
+'[TASK_000]'
+>>> ehrfm.EventTokenizer(min_count=3)
+EventTokenizer(min_count=3)
 """
 
 from __future__ import annotations
@@ -18,12 +27,22 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ingest_fhir", "IngestConfig"]
+# The public surface, loaded on first use: {name: module that defines it}.
+_LAZY = {
+    "ingest_fhir": "ehrfm.ingest",
+    "IngestConfig": "ehrfm.ingest",
+    "EventTokenizer": "ehrfm.tokenize",
+    "load_task": "ehrfm.tasks",
+    "load_tasks": "ehrfm.tasks",
+    "RiskModel": "ehrfm.score.risk_model",
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ingest_fhir", "IngestConfig"):
-        from ehrfm import ingest
+    if name in _LAZY:
+        import importlib
 
-        return getattr(ingest, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ehrfm' has no attribute {name!r}")

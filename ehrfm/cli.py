@@ -71,8 +71,10 @@ class Stage:
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
-        Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients", "ehrfm.demo.stage:run_demo_stage"),
-        Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset", "ehrfm.ingest.stage:run_ingest_stage"),
+        Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients",
+              "ehrfm.demo.stage:run_demo_stage"),
+        Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset",
+              "ehrfm.ingest.stage:run_ingest_stage"),
         Stage("tokenize", "MEDS dataset -> timed token sequences (fit or load a tokenizer)",
               "ehrfm.tokenize.stage:run_tokenize_stage"),
         Stage("pretrain", "next-event pretraining of the Mamba backbone (Lightning)",
@@ -83,6 +85,8 @@ STAGES: dict[str, Stage] = {
               "ehrfm.finetune.stage:run_finetune_stage"),
         Stage("evaluate", "finetuned model vs linear probe vs count-feature baselines, with CIs",
               "ehrfm.evaluate.stage:run_evaluate_stage"),
+        Stage("score", "a finetuned model bundle scores a population: MEDS predictions + FHIR RiskAssessment",
+              "ehrfm.score.stage:run_score_stage"),
     )
 }
 

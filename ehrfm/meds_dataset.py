@@ -22,7 +22,8 @@ Layout (MEDS v0.4)::
 >>> read_splits(tempfile.mkdtemp())
 Traceback (most recent call last):
 ...
-ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: missing; is ... a MEDS dataset? (its metadata lists each subject's split)
+ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: missing; is ... a MEDS dataset?
+(its metadata lists each subject's split)
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def read_subjects(meds_dir: str | Path) -> pl.DataFrame:
     """``metadata/subjects.parquet``: ``subject_id`` and the FHIR ``fhir_patient_id`` it came from."""
     path = Path(meds_dir) / SUBJECTS_FILE
     if not path.is_file():
-        raise MissingMedsFileError(f"{path}: missing; datasets written by `ehrfm ingest` map subject_id to the "
-                                   "FHIR Patient id there")
+        raise MissingMedsFileError(f"{path}: missing; datasets written by `ehrfm ingest` map subject_id "
+                                   "to the FHIR Patient id there")
     return _read_columns(path, (SUBJECT_ID, FHIR_PATIENT_ID), "subject_id <-> FHIR Patient id")
 
 

@@ -20,11 +20,15 @@ False
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["prepare_output"]
+import polars as pl
+
+__all__ = ["prepare_output", "write_parquet_atomic", "write_text_atomic"]
 
 
 def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite: bool) -> list[Path]:
@@ -38,8 +42,47 @@ def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite
         raise NotADirectoryError(f"{output}: the output must be a folder, and this is a file")
     existing = [output / part for part in owned if (output / part).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to replace it")
+        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) "
+                              "to replace it")
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     output.mkdir(parents=True, exist_ok=True)
     return [p for p in existing if p.exists()]
+
+
+def _temporary_sibling(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling, then rename it over ``path``: never a half-written file."""
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
+    """``frame.write_parquet`` to a temporary sibling, then a rename (see :func:`write_text_atomic`).
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.parquet"
+    >>> _ = write_parquet_atomic(pl.DataFrame({"a": [1]}), target)
+    >>> sorted(p.name for p in target.parent.iterdir()), pl.read_parquet(target)["a"].to_list()
+    (['x.parquet'], [1])
+    """
+    path = Path(path)
+    temporary = _temporary_sibling(path)
+    try:
+        frame.write_parquet(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

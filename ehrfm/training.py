@@ -61,7 +61,8 @@ def adamw_with_warmup(groups: Sequence[dict[str, Any]], *, lr: float, betas: tup
                       warmup_steps: int, total_steps: int | None, decay: str) -> dict[str, Any]:
     """What ``configure_optimizers`` returns: AdamW over ``groups``, stepped every batch."""
     optimizer = torch.optim.AdamW(list(groups), lr=lr, betas=betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(warmup_steps, total_steps, decay=decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  warmup_schedule(warmup_steps, total_steps, decay=decay))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -73,7 +74,8 @@ def check_trainer_settings(values: dict[str, Any], *, where: str) -> dict[str, A
 
 
 def build_trainer(output: Path, trainer_args: Mapping[str, Any], *, monitor: str, mode: str,
-                  save_last: bool = False, callbacks: Sequence[Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
+                  save_last: bool = False,
+                  callbacks: Sequence[Callback] = ()) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer logging under ``output/logs`` and keeping the best epoch by ``monitor``."""
     checkpoint = ModelCheckpoint(dirpath=output / "checkpoints", filename="best", monitor=monitor, mode=mode,
                                  save_last=save_last)
@@ -103,7 +105,8 @@ def logged_epochs(trainer: L.Trainer, monitor: str, columns: Sequence[str]) -> l
         return []
     present = [c for c in columns if c in frame.columns]
     rows = frame.filter(pl.col(monitor).is_not_null()).select("epoch", *present)
-    return [{k: (None if v is None else float(v)) for k, v in row.items()} for row in rows.iter_rows(named=True)]
+    return [{k: (None if v is None else float(v)) for k, v in row.items()}
+            for row in rows.iter_rows(named=True)]
 
 
 def bucketed_loader(dataset: Dataset, lengths: np.ndarray, tokens_per_batch: int,
@@ -112,4 +115,5 @@ def bucketed_loader(dataset: Dataset, lengths: np.ndarray, tokens_per_batch: int
     """Batches of similar-length items under a padded-token budget (see :mod:`ehrfm.batching`)."""
     sampler = LengthBucketBatchSampler(lengths, tokens_per_batch, seed=seed, shuffle=shuffle)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                      collate_fn=partial(collate, pad_token_id=pad_token_id), persistent_workers=num_workers > 0)
+                      collate_fn=partial(collate, pad_token_id=pad_token_id),
+                      persistent_workers=num_workers > 0)

@@ -25,7 +25,8 @@ Run(output='out', epochs=3, optim=Optim(learning_rate=1.0))
 >>> from_mapping(Run, {"optim": {"learnig_rate": 0.1}}, where="pretrain")
 Traceback (most recent call last):
 ...
-ehrfm.typed_config.ConfigError: pretrain: unknown key 'optim.learnig_rate' (did you mean 'optim.learning_rate'?)
+ehrfm.typed_config.ConfigError: pretrain: unknown key 'optim.learnig_rate'
+(did you mean 'optim.learning_rate'?)
 >>> from_mapping(Run, {"epochs": "three"}, where="pretrain")
 Traceback (most recent call last):
 ...

@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "ehrfm"
 # Stage packages: each is one `ehrfm <stage>` command.
 STAGE_PACKAGES = {"ingest": "ingest", "tokenize": "tokenize", "pretrain": "pretrain", "label": "tasks",
-                  "finetune": "finetune", "evaluate": "evaluate", "demo": "demo"}
+                  "finetune": "finetune", "evaluate": "evaluate", "score": "score", "demo": "demo"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,13 +16,15 @@ from ehrfm.finetune import FinetuneConfig
 from ehrfm.ingest import IngestConfig
 from ehrfm.pretrain import PretrainConfig
 from ehrfm.resources import conf_dir
+from ehrfm.score import ScoreConfig
 from ehrfm.tasks import LabelConfig
 from ehrfm.tokenize import TokenizeConfig
 from ehrfm.typed_config import ConfigError, from_mapping, stage_mapping
 
 CONFIGS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig,
-           "tokenize": TokenizeConfig, "label": LabelConfig, "demo": DemoConfig}
-REQUIRED = {"tokenize": ["input=/meds", "output=/tokens"], "label": ["input=/meds", "output=/labels"]}
+           "tokenize": TokenizeConfig, "label": LabelConfig, "demo": DemoConfig, "score": ScoreConfig}
+REQUIRED = {"tokenize": ["input=/meds", "output=/tokens"], "label": ["input=/meds", "output=/labels"],
+            "score": ["bundle=/bundle", "input=/meds", "output=/scores"]}
 EXPERIMENTS = [(stage, path.stem) for stage in STAGES_WITH_EXPERIMENTS
                for path in sorted((conf_dir() / f"{stage}_experiment").glob("*.yaml"))]
 
@@ -39,7 +41,8 @@ def test_every_stage_has_a_typed_config() -> None:
 def test_the_composed_defaults_are_the_python_defaults(stage: str) -> None:
     typed = _typed(stage, REQUIRED.get(stage, []))
     if stage in REQUIRED:
-        assert (typed.input, typed.output) == tuple(o.split("=")[1] for o in REQUIRED[stage])
+        given = dict(o.split("=") for o in REQUIRED[stage])
+        assert all(getattr(typed, key) == value for key, value in given.items())
         return
     assert typed == CONFIGS[stage]()
 

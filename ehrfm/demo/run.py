@@ -46,6 +46,7 @@ def run_demo(config: DemoConfig | Mapping[str, Any] | None = None, /, **settings
     experiment = conf_group("pretrain_experiment", "demo_tiny")
     experiment.pop("output", None)
     trainer = {**experiment.pop("trainer", {}), "max_epochs": config.epochs, "enable_progress_bar": False}
-    metrics = pretrain(experiment, input=str(output / "tokens"), output=str(output / "pretrain"), trainer=trainer)
+    metrics = pretrain(experiment, input=str(output / "tokens"), output=str(output / "pretrain"),
+                       trainer=trainer)
     print(f"demo done: {output}/meds (MEDS), {output}/tokens (sequences), {output}/pretrain/model (weights)")
     return {"ingest": summary.to_dict(), "tokenize": tokens, "pretrain": metrics}

@@ -113,7 +113,8 @@ def subject_draws(
         done += size
 
 
-def bootstrap_weights(groups: Any, n_bootstrap: int = DEFAULT_REPLICATES, seed: int = 0) -> Iterator[np.ndarray]:
+def bootstrap_weights(groups: Any, n_bootstrap: int = DEFAULT_REPLICATES,
+                      seed: int = 0) -> Iterator[np.ndarray]:
     """Row-weight matrices ``(replicates, rows)`` of a seeded patient-level bootstrap, in chunks.
 
     Each replicate draws ``n_subjects`` subjects with replacement; a row's weight is the number of

@@ -39,7 +39,8 @@ held_out rows), the selected hyperparameters and the whole search.
 >>> labels = pl.DataFrame({
 ...     "subject_id": np.arange(n), "prediction_time": [dt.datetime(2020, 1, 1)] * n,
 ...     "boolean_value": sick ^ (rng.random(n) < 0.1),
-...     "split": np.where(np.arange(n) % 3 == 0, "held_out", np.where(np.arange(n) % 3 == 1, "tuning", "train")),
+...     "split": np.where(np.arange(n) % 3 == 0, "held_out",
+...                       np.where(np.arange(n) % 3 == 1, "tuning", "train")),
 ... })
 >>> run = run_count_baselines(events, labels, "toy", min_subjects=1, models=("logistic_regression",))
 >>> run.predictions.columns
@@ -228,7 +229,8 @@ def run_count_baselines(
     for split in (TRAIN, TUNING):
         classes = labels.filter(pl.col(SPLIT) == split)[BOOLEAN_VALUE].n_unique()
         if classes < 2:
-            raise ValueError(f"task {task!r}: the {split} rows hold {'no rows' if classes == 0 else 'one class'}; "
+            raise ValueError(f"task {task!r}: the {split} rows hold "
+                             f"{'no rows' if classes == 0 else 'one class'}; "
                              "the baselines need both classes to fit and to choose hyperparameters")
     train_subjects = labels.filter(pl.col(SPLIT) == TRAIN)[SUBJECT_ID].unique()
     vocabulary = build_vocabulary(events, train_subjects, min_subjects=min_subjects)
@@ -258,7 +260,8 @@ def run_count_baselines(
                     SUBJECT_ID,
                     PREDICTION_TIME,
                     BOOLEAN_VALUE,
-                    pl.Series(PREDICTED_BOOLEAN_PROBABILITY, np.asarray(probabilities[split], dtype=np.float64)),
+                    pl.Series(PREDICTED_BOOLEAN_PROBABILITY,
+                              np.asarray(probabilities[split], dtype=np.float64)),
                 )
             )
     predictions = pl.concat(frames).cast(PREDICTION_SCHEMA)  # type: ignore[arg-type]

@@ -24,7 +24,8 @@ import numpy as np
 __all__ = ["fit_probe", "probe_predictions"]
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+def fit_probe(features: np.ndarray, labels: np.ndarray, split: np.ndarray, *,
+              seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """Fit on ``split == "train"`` (labelled rows), choose C on ``"tuning"``; probabilities for all rows."""
     from sklearn.preprocessing import StandardScaler
 
@@ -38,7 +39,8 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, split: np.ndarray, *, se
     inputs = {"train": x[train], "tuning": x[tuning], "all": x}
     probabilities, chosen, _ = fit_l2_logistic(inputs, {"train": labels[train], "tuning": labels[tuning]},
                                                seed=seed, max_iter=2000)
-    return probabilities["all"], {"C": float(chosen["params"]["C"]), "tuning_auroc": float(chosen["tuning_auroc"])}
+    return probabilities["all"], {"C": float(chosen["params"]["C"]),
+                                  "tuning_auroc": float(chosen["tuning_auroc"])}
 
 
 def probe_predictions(features: np.ndarray, labels: np.ndarray, split: np.ndarray, task_names: list[str],

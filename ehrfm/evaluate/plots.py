@@ -70,7 +70,8 @@ def plot_calibration(
         for model, (y, p) in curves.items():
             mean_p, observed, _ = reliability_curve(y, p)
             ece = expected_calibration_error(y, p)
-            ax.plot(mean_p, observed, marker="o", markersize=4, linewidth=1.2, label=f"{model} (ECE {ece:.3f})")
+            ax.plot(mean_p, observed, marker="o", markersize=4, linewidth=1.2,
+                    label=f"{model} (ECE {ece:.3f})")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Mean predicted probability (10 equal-width bins)")
         ax.set_title(name)
         ax.legend(loc="upper left", fontsize="small")

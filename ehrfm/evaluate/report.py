@@ -24,7 +24,8 @@ model's calibrator falls back to ``none`` and the reason is recorded.
 ...     "task": "toy", "model": "m", "split": np.where(np.arange(n) < 200, "tuning", "held_out"),
 ...     "subject_id": np.arange(n) // 2,
 ...     "prediction_time": [dt.datetime(2020, 1, 1 + i % 2) for i in range(n)],
-...     "boolean_value": y, "predicted_boolean_probability": np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0, 1),
+...     "boolean_value": y,
+...     "predicted_boolean_probability": np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.15, n), 0, 1),
 ... })
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     report = evaluate_predictions(frame, tmp, n_bootstrap=100)
@@ -42,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ import polars as pl
 
 from ehrfm.evaluate.bootstrap import DEFAULT_REPLICATES, BootstrapResult, cluster_bootstrap
 from ehrfm.evaluate.plots import plot_calibration, plot_roc
-from ehrfm.predict.calibration import IdentityCalibration, make_calibrator
+from ehrfm.predict.calibration import Calibrator, IdentityCalibration, make_calibrator
 from ehrfm.predict.metrics import ECE_BINS
 from ehrfm.predict.tables import FrameFormatError, check_predictions
 from ehrfm.schema import (
@@ -210,13 +212,15 @@ def _markdown(report: EvaluationReport) -> str:
         for r in (r for r in report.results if r.task == task):
             ece = f"{format_interval(r.before, 'ece')} → {format_interval(r.after, 'ece')}"
             lines.append(
-                f"| {r.model} | {r.n} ({r.n_subjects}) | {r.positives} | {format_interval(r.before, 'auroc')} | "
+                f"| {r.model} | {r.n} ({r.n_subjects}) | {r.positives} | "
+                f"{format_interval(r.before, 'auroc')} | "
                 f"{format_interval(r.before, 'auprc')} | {format_interval(r.before, 'brier')} | "
                 f"{format_interval(r.after, 'brier')} | {ece} |"
             )
             if r.before.n_skipped:
                 notes.append(
-                    f"- {r.model}: {r.before.n_skipped} of {report.n_bootstrap} replicates skipped (one class)."
+                    f"- {r.model}: {r.before.n_skipped} of {report.n_bootstrap} replicates skipped "
+                    "(one class)."
                 )
             if r.note:
                 notes.append(f"- {r.model}: {r.note}")
@@ -243,10 +247,13 @@ def evaluate_predictions(
     calibration: str = "temperature",
     n_bootstrap: int = DEFAULT_REPLICATES,
     seed: int = 0,
+    calibrators: Mapping[tuple[str, str], Calibrator] | None = None,
 ) -> EvaluationReport:
     """Calibrate on tuning, score held_out with patient-level bootstrap CIs, write JSON/markdown/PNGs.
 
     ``predictions`` follows ``PREDICTION_SCHEMA``; every (task, model) needs held_out rows.
+    ``calibrators`` holds already fitted calibrators by ``(task, model)`` (a model bundle's,
+    fit on the same tuning rows by ``ehrfm finetune``); those are applied, not refit.
     """
     make_calibrator(calibration)  # unknown names fail before any work
     predictions = check_predictions(predictions)
@@ -266,11 +273,16 @@ def evaluate_predictions(
                 raise FrameFormatError(f"task {task!r}, model {model!r}: no {HELD_OUT} rows to evaluate")
             calibrator: Any = make_calibrator(calibration)
             note = ""
-            if tuning[BOOLEAN_VALUE].n_unique() < 2 and calibration != "none":
+            saved = (calibrators or {}).get((task, model))
+            if saved is not None:
+                calibrator = saved
+                note = "calibrator saved in the model bundle (fit on tuning by ehrfm finetune)"
+            elif tuning[BOOLEAN_VALUE].n_unique() < 2 and calibration != "none":
                 note = (f"calibration `{calibration}` not fit: the {TUNING} split has "
                         f"{'no rows' if tuning.height == 0 else 'one class'}; probabilities left as they are")
                 calibrator = IdentityCalibration()
-            calibrator.fit(tuning[PREDICTED_BOOLEAN_PROBABILITY].to_numpy(), tuning[BOOLEAN_VALUE].to_numpy())
+            if saved is None:
+                calibrator.fit(tuning[PREDICTED_BOOLEAN_PROBABILITY].to_numpy(), tuning[BOOLEAN_VALUE].to_numpy())
             y = held[BOOLEAN_VALUE].to_numpy()
             p = held[PREDICTED_BOOLEAN_PROBABILITY].to_numpy()
             p_after = calibrator.transform(p)

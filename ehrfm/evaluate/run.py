@@ -29,6 +29,7 @@ import torch
 
 from ehrfm.meds_dataset import read_splits
 from ehrfm.model import MambaBackbone, MultitaskModel
+from ehrfm.predict.bundle import CALIBRATION_FILE, CARD_JSON, read_calibrators, read_card, write_card
 from ehrfm.predict.cohort import load_or_build_cohort, read_task_labels
 from ehrfm.predict.inference import embed_histories, predict_tasks, predictions_frame
 from ehrfm.predict.tables import attach_splits
@@ -64,6 +65,22 @@ def _finetune_inputs(finetune_output: Path) -> dict[str, Any]:
     return inputs
 
 
+def _record_held_out(model_dir: Path, model_name: str, report: Any) -> None:
+    """Add this model's held-out results (with CIs, before/after calibration) to its bundle's card."""
+    if not (model_dir / CARD_JSON).is_file():
+        return
+    card = read_card(model_dir)
+    mine = [r for r in report.results if r.model == model_name]
+    rows = ["| task | n (positives) | AUROC before [95% CI] | ECE before | ECE after |", "|---|---|---|---|---|"]
+    for r in mine:
+        auc, before, after = r.before.intervals["auroc"], r.before.intervals["ece"], r.after.intervals["ece"]
+        rows.append(f"| {r.task} | {r.n} ({r.positives}) | {auc.estimate:.3f} [{auc.lower:.3f}, {auc.upper:.3f}] | "
+                    f"{before.estimate:.4f} | {after.estimate:.4f} |")
+    card["held_out"] = {"evaluation": str(report.output_dir), "results": [r.to_dict() for r in mine],
+                        "table": "\n".join(rows)}
+    write_card(model_dir, json.loads(json.dumps(card, default=str, allow_nan=True)))
+
+
 def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
     """Evaluate a finetune run; returns ``{"output": ..., "report": ...}``.
 
@@ -87,15 +104,20 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
         raise FileNotFoundError(f"{finetune_output}: no <head>/model directory; did `ehrfm finetune` finish?")
     _, _, extra = MultitaskModel.read_meta(next(iter(models.values())))
     task_names = list(extra["task_names"])
-    cohort = load_or_build_cohort(finetune_output, meds_dir, tokenizer, labels_dir, task_names, context_length)
+    cohort = load_or_build_cohort(finetune_output, meds_dir, tokenizer, labels_dir, task_names,
+                                  context_length)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     predictions: list[pl.DataFrame] = []
     chosen: dict[str, Any] = {}
     # The finetuned models are scored where they are evaluated or calibrated.
     scored = cohort.where_split([TUNING, HELD_OUT])
 
+    saved_calibrators: dict[tuple[str, str], Any] = {}
     for name, directory in models.items():
         model = MultitaskModel.from_pretrained(directory, map_location=device)
+        if (directory / CALIBRATION_FILE).is_file():  # bundles of earlier ehrfm versions lack it
+            for task, calibrator in read_calibrators(directory, model.task_names).items():
+                saved_calibrators[(task, name)] = calibrator
         log.info("scoring %s on %d prediction times (%d tasks, one history pass each)", name, len(scored),
                  len(task_names))
         probabilities = predict_tasks(model, scored, tokens_per_batch=config.tokens_per_batch,
@@ -108,8 +130,8 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
         features = embed_histories(backbone, cohort, tokens_per_batch=config.tokens_per_batch,
                                    context_length=context_length)
         split = cohort.frame[SPLIT].to_numpy()
-        probabilities, chosen["linear_probe"] = probe_predictions(features, cohort.label_matrix(), split, task_names,
-                                                                  seed=config.seed)
+        probabilities, chosen["linear_probe"] = probe_predictions(features, cohort.label_matrix(), split,
+                                                                  task_names, seed=config.seed)
         predictions.append(predictions_frame(cohort, probabilities, "linear_probe"))
 
     if config.baselines:
@@ -129,7 +151,9 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
     (output / "models.json").write_text(json.dumps({"finetuned": {k: str(v) for k, v in models.items()},
                                                     "selected": chosen}, indent=2, default=str) + "\n")
     report = evaluate_predictions(all_predictions, output, calibration=config.calibration,
-                                  n_bootstrap=config.n_bootstrap, seed=config.seed)
+                                  n_bootstrap=config.n_bootstrap, seed=config.seed, calibrators=saved_calibrators)
+    for name, directory in models.items():
+        _record_held_out(directory, name, report)
     print((output / "results.md").read_text())
     print(f"evaluation written to {output}")
     return {"output": str(output), "report": report}

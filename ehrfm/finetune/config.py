@@ -24,7 +24,8 @@ POS_WEIGHTS = ("none", "sqrt", "balanced")
 
 @dataclass
 class FinetuneData:
-    """``context_length``: history tokens the model sees per prediction time (prefix + newest whole events)."""
+    """``context_length``: history tokens the model sees per prediction time (prefix + newest whole
+    events)."""
 
     context_length: int = 1024
     tokens_per_batch: int = 16384
@@ -61,6 +62,7 @@ class FinetuneConfig:
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     heads: list[str] = field(default_factory=lambda: ["task_shared", "task_per_task"])
     pos_weight: str = "sqrt"
+    calibration: str = "temperature"  # fit on tuning, saved in each bundle: temperature | isotonic | none
     seed: int = 0
     data: FinetuneData = field(default_factory=FinetuneData)
     optim: FinetuneOptim = field(default_factory=FinetuneOptim)
@@ -80,5 +82,9 @@ class FinetuneConfig:
         for head in self.heads:
             if head not in task_head_names():
                 raise ValueError(f"unknown task head {head!r}; registered task heads: {task_head_names()}")
+        from ehrfm.predict.calibration import CALIBRATORS
+
+        if self.calibration not in CALIBRATORS:
+            raise ValueError(f"calibration must be one of {sorted(CALIBRATORS)}, got {self.calibration!r}")
         if self.pos_weight not in POS_WEIGHTS:
             raise ValueError(f"pos_weight must be one of {POS_WEIGHTS}, got {self.pos_weight!r}")

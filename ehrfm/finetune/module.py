@@ -47,7 +47,8 @@ def masked_task_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: tor
     """Mean over tasks (that have labels in the batch) of each task's weighted BCE over its rows."""
     known = ~torch.isnan(labels)
     target = torch.nan_to_num(labels, nan=0.0)
-    per_entry = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight, reduction="none")
+    per_entry = F.binary_cross_entropy_with_logits(logits.float(), target, pos_weight=pos_weight,
+                                                   reduction="none")
     per_entry = per_entry * known
     rows_per_task = known.sum(dim=0)
     present = rows_per_task > 0
@@ -59,7 +60,8 @@ def masked_task_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: tor
 def task_aurocs(probabilities: np.ndarray, labels: np.ndarray, task_names: list[str]) -> dict[str, float]:
     """AUROC per task over labelled rows (NaN when a task lacks one of the classes)."""
     known = ~np.isnan(labels)
-    return {name: auroc(labels[known[:, k], k], probabilities[known[:, k], k]) for k, name in enumerate(task_names)}
+    return {name: auroc(labels[known[:, k], k], probabilities[known[:, k], k])
+            for k, name in enumerate(task_names)}
 
 
 class FinetuneModule(L.LightningModule):
@@ -96,7 +98,8 @@ class FinetuneModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_probs:
             return
-        aurocs = task_aurocs(np.concatenate(self._val_probs), np.concatenate(self._val_labels), self.model.task_names)
+        aurocs = task_aurocs(np.concatenate(self._val_probs), np.concatenate(self._val_labels),
+                             self.model.task_names)
         for name, value in aurocs.items():
             self.log(f"tuning/auroc/{name}", value)
         finite = [v for v in aurocs.values() if not math.isnan(v)]

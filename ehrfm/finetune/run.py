@@ -10,7 +10,8 @@ saved with ``save_pretrained``. Outputs under ``output``::
 
     labels/<task>.parquet, labels/summary.json
     cohort.parquet, cohort.json
-    <head>/model/            config.json + model.safetensors (+ tokenizer/) of the best epoch
+    <head>/model/            the bundle of the best epoch: config.json + model.safetensors, tokenizer/,
+                             tasks/, calibration.json, model_card.json/.md
     <head>/checkpoints/, <head>/logs/
     finetune_summary.json    tuning AUROC per task and head, and which head won
     finetune_config.yaml     the settings of the run
@@ -42,6 +43,7 @@ from ehrfm.tokenize import EventTokenizer
 from ehrfm.training import bucketed_loader, build_trainer, logged_epochs, restore_best
 from ehrfm.typed_config import resolve_config, to_mapping
 
+from .bundle_writer import write_bundle
 from .config import FinetuneConfig
 from .module import FinetuneModule, positive_weights
 
@@ -89,9 +91,11 @@ def _loader(cohort: Cohort, config: FinetuneConfig, pad_token_id: int, shuffle: 
                            pad_token_id=pad_token_id, seed=config.seed, shuffle=shuffle)
 
 
-def train_head(config: FinetuneConfig, head: str, cohort: Cohort, paths: dict[str, Path], prompt_ids: list[int],
-               tokenizer: EventTokenizer, output: Path) -> dict[str, Any]:
-    """Finetune one head; returns its tuning metrics. The best epoch is saved to ``output/model``."""
+def train_head(config: FinetuneConfig, head: str, cohort: Cohort, paths: dict[str, Path],
+               prompt_ids: list[int], tokenizer: EventTokenizer, output: Path,
+               tasks: list[TaskDefinition]) -> dict[str, Any]:
+    """Finetune one head; returns its tuning metrics. The best epoch is saved to ``output/model``
+    as a self-contained bundle (weights, tokenizer, tasks, calibrators, model card)."""
     L.seed_everything(config.seed, workers=True)
     train, tuning = cohort.split(TRAIN), cohort.split(TUNING)
     model = MultitaskModel.from_backbone(paths["pretrained_model"], cohort.task_names, prompt_ids, head=head)
@@ -105,18 +109,25 @@ def train_head(config: FinetuneConfig, head: str, cohort: Cohort, paths: dict[st
         warmup_steps=optim.warmup_steps, total_steps=len(train_loader) * max_epochs,
     )
     stopper = EarlyStopping(monitor=MONITOR, mode="max", patience=config.early_stopping.patience)
-    trainer, checkpoint = build_trainer(output, config.trainer, monitor=MONITOR, mode="max", callbacks=[stopper])
+    trainer, checkpoint = build_trainer(output, config.trainer, monitor=MONITOR, mode="max",
+                                        callbacks=[stopper])
     trainer.fit(module, train_loader, tuning_loader)
     restore_best(module, checkpoint, fast_dev_run=bool(config.trainer.get("fast_dev_run")))
     model.save_pretrained(output / "model")
     tokenizer.save_pretrained(output / "model" / "tokenizer")
     columns = [MONITOR, "tuning/loss", *(f"tuning/auroc/{t}" for t in cohort.task_names)]
-    epochs = [{k.removeprefix("tuning/"): v for k, v in row.items()} for row in logged_epochs(trainer, MONITOR, columns)]
+    epochs = [{k.removeprefix("tuning/"): v for k, v in row.items()}
+              for row in logged_epochs(trainer, MONITOR, columns)]
     best = checkpoint.best_model_score
-    return {"head": head, "best_tuning_mean_auroc": None if best is None else float(best),
-            "epochs": epochs, "global_step": trainer.global_step,
-            "pos_weight": module.pos_weight.tolist(), "stopped_epoch": stopper.stopped_epoch,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    metrics = {"head": head, "best_tuning_mean_auroc": None if best is None else float(best),
+               "epochs": epochs, "global_step": trainer.global_step,
+               "pos_weight": module.pos_weight.tolist(), "stopped_epoch": stopper.stopped_epoch,
+               "parameters": sum(p.numel() for p in model.parameters())}
+    write_bundle(output / "model", model=model.eval(), tasks=tasks, cohort=cohort, meds_dir=paths["meds_dir"],
+                 vocab_size=tokenizer.vocab_size, head=head, name=f"{Path(config.output).name}-{head}",
+                 calibration=config.calibration, context_length=config.data.context_length,
+                 tokens_per_batch=config.data.tokens_per_batch, head_metrics=metrics)
+    return metrics
 
 
 def finetune(config: FinetuneConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
@@ -149,15 +160,17 @@ def finetune(config: FinetuneConfig | Mapping[str, Any] | None = None, /, **sett
             if positives == 0 or positives == rows:
                 raise ValueError(f"task {task!r} has a single class in the {split} split ({per_split}); "
                                  "it cannot be finetuned")
-    heads = {head: train_head(config, head, cohort, paths, prompt_ids, tokenizer, output / head)
+    heads = {head: train_head(config, head, cohort, paths, prompt_ids, tokenizer, output / head, tasks)
              for head in config.heads}
-    scored = {h: m["best_tuning_mean_auroc"] for h, m in heads.items() if m["best_tuning_mean_auroc"] is not None}
+    scored = {h: m["best_tuning_mean_auroc"] for h, m in heads.items()
+              if m["best_tuning_mean_auroc"] is not None}
     lengths = CohortDataset(cohort, config.data.context_length).lengths
     summary = {"tasks": task_names, "cohort_rows": len(cohort), "label_counts": counts, "heads": heads,
                "best_head": max(scored, key=scored.get) if scored else None,  # type: ignore[arg-type]
                "history_lengths": {"mean": float(np.mean(lengths)), "max": int(lengths.max(initial=0))}}
     (output / "finetune_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for head, metrics in heads.items():
-        print(f"{head}: best tuning mean AUROC {metrics['best_tuning_mean_auroc']}, {metrics['global_step']} steps")
+        print(f"{head}: best tuning mean AUROC {metrics['best_tuning_mean_auroc']}, "
+              f"{metrics['global_step']} steps")
     print(f"best head on tuning: {summary['best_head']}; models in {output}/<head>/model")
     return summary

@@ -59,7 +59,8 @@ class IngestConfig:
         if self.num_shards != "auto" and not (
             isinstance(self.num_shards, int) and 1 <= self.num_shards <= SPILL_BUCKETS
         ):
-            raise ValueError(f"num_shards must be 'auto' or an integer in 1..{SPILL_BUCKETS}, got {self.num_shards!r}")
+            raise ValueError(f"num_shards must be 'auto' or an integer in 1..{SPILL_BUCKETS}, "
+                             f"got {self.num_shards!r}")
         if self.unmapped_types not in ("skip", "reject"):
             raise ValueError(f"unmapped_types must be 'skip' or 'reject', got {self.unmapped_types!r}")
         if self.chunk_events < 1:

@@ -56,9 +56,12 @@ def read_patients(tmp: Path) -> pl.DataFrame:
         .unique("patient_id", keep="first", maintain_order=True)
         .select("patient_id", schema.SUBJECT_ID)
     )
-    clash = patients.group_by(schema.SUBJECT_ID).agg(pl.col("patient_id")).filter(pl.col("patient_id").list.len() > 1)
+    clash = patients.group_by(schema.SUBJECT_ID).agg(pl.col("patient_id")).filter(
+        pl.col("patient_id").list.len() > 1
+    )
     if clash.height:
-        raise RuntimeError(f"subject_id hash collision between Patient ids {clash.row(0)[1]}; please report this")
+        raise RuntimeError(f"subject_id hash collision between Patient ids {clash.row(0)[1]}; "
+                           "please report this")
     return patients
 
 
@@ -66,7 +69,9 @@ def read_medications(tmp: Path) -> pl.DataFrame:
     """Every Medication read (id, code, description), in input order; one read of the spill."""
     parts = sorted((tmp / "medications").glob("*.parquet"))
     if not parts:
-        return pl.DataFrame(schema={"medication_id": pl.String(), "code": pl.String(), "description": pl.String()})
+        return pl.DataFrame(
+            schema={"medication_id": pl.String(), "code": pl.String(), "description": pl.String()}
+        )
     return pl.read_parquet(parts).sort(_RESOURCE_KEY).select("medication_id", "code", "description")
 
 
@@ -107,7 +112,9 @@ def find_duplicates(tmp: Path, files: list[str], partitions: int = 1) -> pl.Data
             .unique()
         )
         repeated = keys.group_by(identity).agg(pl.len().alias("_copies")).filter(pl.col("_copies") > 1)
-        found.append(keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming"))
+        found.append(
+            keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming")
+        )
     copies = pl.concat(found)
     if copies.height == 0:
         return empty
@@ -245,7 +252,9 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
         missing = events.filter(pl.col(MEDICATION_REF).is_not_null() & pl.col("_med_code").is_null())
         reject(missing, "unresolved medication",
                pl.format("medicationReference Medication/{} is not in the input", pl.col(MEDICATION_REF)))
-        events = events.with_columns(pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE)).drop("_med_code")
+        events = events.with_columns(
+            pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE)
+        ).drop("_med_code")
 
     # 4. Times taken from the start of the resource's encounter.
     if events[NEEDS_ENCOUNTER_TIME].any():
@@ -271,7 +280,8 @@ def _reject_rows(rejects: list[pl.DataFrame], file_names: pl.DataFrame) -> pl.Da
     if not rejects:
         return pl.DataFrame(schema=REJECT_SCHEMA)
     frame = pl.concat(rejects, how="vertical_relaxed").join(file_names, on=SRC_FILE, how="left")
-    locations = [location_text(path, position) for path, position in zip(frame["source_file"], frame[SRC_ENTRY])]
+    locations = [location_text(path, position)
+                 for path, position in zip(frame["source_file"], frame[SRC_ENTRY])]
     return frame.with_columns(
         pl.Series("location", locations, dtype=pl.String()),
         pl.lit(None, dtype=pl.String()).alias("excerpt"),

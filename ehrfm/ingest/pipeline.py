@@ -109,8 +109,8 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield pool
 
 
-def _map_files(files: list[Path], config: IngestConfig, tmp: Path, map_fn: Callable[..., Iterable[BatchResult]],
-               workers: int) -> BatchResult:
+def _map_files(files: list[Path], config: IngestConfig, tmp: Path,
+               map_fn: Callable[..., Iterable[BatchResult]], workers: int) -> BatchResult:
     total = BatchResult()
     # Several batches per worker keep every core busy when file sizes are uneven.
     batches = _batches(files, workers * 4) if workers > 1 else [list(enumerate(map(str, files)))]

@@ -132,7 +132,9 @@ def _parse(raw: bytes, replace_bad_utf8: bool) -> tuple[Any, tuple[str, str] | N
         except UnicodeDecodeError as utf8_error:
             if replace_bad_utf8:
                 return _parse(raw.decode("utf-8", errors="replace").encode("utf-8"), False)
-            return None, ("invalid UTF-8", f"byte {utf8_error.start} is not UTF-8 ({raw[utf8_error.start:utf8_error.start + 1]!r})")
+            return None, ("invalid UTF-8",
+                          f"byte {utf8_error.start} is not UTF-8 "
+                          f"({raw[utf8_error.start:utf8_error.start + 1]!r})")
         hint = " (NaN and Infinity are not JSON numbers)" if ("NaN" in text or "Infinity" in text) else ""
         return None, ("malformed JSON", f"{exc}{hint}")
 
@@ -188,8 +190,8 @@ def _json_records(path: Path, replace_bad_utf8: bool) -> Iterator[Record]:
     if error is not None:
         yield Record(WHOLE_FILE, None, empty_bundle, error, _excerpt(raw))
     elif not isinstance(value, dict):
-        yield Record(WHOLE_FILE, None, empty_bundle, ("not a JSON object", f"file holds a {type(value).__name__}"),
-                     _excerpt(raw))
+        yield Record(WHOLE_FILE, None, empty_bundle,
+                     ("not a JSON object", f"file holds a {type(value).__name__}"), _excerpt(raw))
     elif value.get("resourceType") == "Bundle":
         yield from _bundle_records(value)
     else:

@@ -17,7 +17,8 @@ REQUIRED_STATUS: dict[str, frozenset[str]] = {
         "Observation": "registered preliminary final amended corrected cancelled entered-in-error unknown",
         "DiagnosticReport": "registered partial preliminary final amended corrected appended cancelled "
                             "entered-in-error unknown",
-        "Encounter": "planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown",
+        "Encounter": "planned arrived triaged in-progress onleave finished cancelled "
+                     "entered-in-error unknown",
         "Procedure": "preparation in-progress not-done on-hold stopped completed entered-in-error unknown",
         "MedicationRequest": "active on-hold cancelled completed entered-in-error stopped draft unknown",
         "MedicationAdministration": "in-progress not-done on-hold completed entered-in-error stopped unknown",

@@ -4,7 +4,8 @@ Both are pure functions of the id, so the same patient gets the same ``subject_i
 split in every run, on every machine, and in incremental re-ingests; no global state is needed
 while files are processed in parallel.
 
->>> subject_id_for("018f428e-34f6-4707-8009-5ad742f901e7") == subject_id_for("018f428e-34f6-4707-8009-5ad742f901e7")
+>>> subject_id_for("018f428e-34f6-4707-8009-5ad742f901e7") == subject_id_for(
+...     "018f428e-34f6-4707-8009-5ad742f901e7")
 True
 >>> split_for("p1", {"train": 0.8, "tuning": 0.1, "held_out": 0.1}) in {"train", "tuning", "held_out"}
 True
@@ -47,6 +48,7 @@ def split_for(patient_key: str, ratios: Mapping[str, float]) -> str:
 def validate_ratios(ratios: Mapping[str, float]) -> None:
     if not ratios:
         raise ValueError("split ratios are empty: give e.g. {train: 0.8, tuning: 0.1, held_out: 0.1}")
-    bad = {name: value for name, value in ratios.items() if not (isinstance(value, (int, float)) and value >= 0)}
+    bad = {name: value for name, value in ratios.items()
+           if not (isinstance(value, (int, float)) and value >= 0)}
     if bad or sum(ratios.values()) <= 0:
         raise ValueError(f"split ratios must be non-negative numbers with a positive sum, got {dict(ratios)}")

@@ -99,10 +99,12 @@ class IngestSummary:
         t = self.totals()
         lines.append(f"{'TOTAL':<28}{t['read']:>9}{t['written']:>9}{t['skipped']:>9}{t['rejected']:>9}")
         if self.rejected:
-            lines.append("rejected by reason: " + ", ".join(f"{r} {n}" for r, n in self.rejected_by_reason().items()))
+            lines.append("rejected by reason: "
+                         + ", ".join(f"{r} {n}" for r, n in self.rejected_by_reason().items()))
         mb = self.input_bytes / 1e6
         lines.append(
-            f"{self.files} files, {mb:.1f} MB -> {self.subjects} subjects, {self.events} events in {self.shards} "
-            f"shard(s), {self.seconds:.1f} s ({t['read'] / max(self.seconds, 1e-9):,.0f} resources/s)"
+            f"{self.files} files, {mb:.1f} MB -> {self.subjects} subjects, {self.events} events in "
+            f"{self.shards} shard(s), {self.seconds:.1f} s "
+            f"({t['read'] / max(self.seconds, 1e-9):,.0f} resources/s)"
         )
         return "\n".join(lines)

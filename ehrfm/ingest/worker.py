@@ -38,7 +38,8 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "excerpt": pl.String(),
 }
 PATIENT_SCHEMA: dict[str, pl.DataType] = {
-    "patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64(), "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
+    "patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64(),
+    "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
 MEDICATION_SCHEMA: dict[str, pl.DataType] = {
     "medication_id": pl.String(), "code": pl.String(), "description": pl.String(),
@@ -93,7 +94,9 @@ class _Spill:
                 folder.mkdir(parents=True, exist_ok=True)
                 part.drop("_bucket").write_parquet(folder / f"{self.tag}-{next(self.parts)}.parquet")
         if emitter.patients:
-            pl.DataFrame(emitter.patients, schema=PATIENT_SCHEMA, orient="row").write_parquet(self._path("patients"))
+            pl.DataFrame(emitter.patients, schema=PATIENT_SCHEMA, orient="row").write_parquet(
+                self._path("patients")
+            )
             emitter.patients.clear()
         if emitter.medications:
             pl.DataFrame(emitter.medications, schema=MEDICATION_SCHEMA, orient="row").write_parquet(

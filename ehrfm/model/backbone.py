@@ -21,8 +21,10 @@ Two ways to run it, with the same numbers:
 ...     "token_type": torch.full((b, l), 7),
 ... }
 >>> hidden, state = model(batch, return_state=True)
->>> new = {"input_ids": torch.tensor([3, 4]), "time_days": torch.tensor([19010.0, 19011.0], dtype=torch.float64),
-...        "age_years": torch.tensor([50.0, 50.0]), "visit_index": torch.tensor([2, 2]), "token_type": torch.tensor([7, 7])}
+>>> new = {"input_ids": torch.tensor([3, 4]),
+...        "time_days": torch.tensor([19010.0, 19011.0], dtype=torch.float64),
+...        "age_years": torch.tensor([50.0, 50.0]), "visit_index": torch.tensor([2, 2]),
+...        "token_type": torch.tensor([7, 7])}
 >>> h_next, state = model.step(new, state)
 >>> hidden.shape, h_next.shape
 (torch.Size([2, 6, 64]), torch.Size([2, 64]))
@@ -77,13 +79,17 @@ def _is_left_padded(mask: Tensor) -> bool:
 def _check_batch(batch: Mapping[str, Tensor], ndim: int) -> None:
     missing = [key for key in STREAMS if key not in batch]
     if missing:
-        raise KeyError(f"batch is missing {missing}; a batch carries {list(STREAMS)} (+ optional attention_mask)")
+        raise KeyError(
+            f"batch is missing {missing}; a batch carries {list(STREAMS)} (+ optional attention_mask)"
+        )
     shape = batch["input_ids"].shape
     if len(shape) != ndim:
         raise ValueError(f"input_ids must have {ndim} dims, got shape {tuple(shape)}")
     for key in (*STREAMS, "attention_mask"):
         if key in batch and batch[key] is not None and batch[key].shape != shape:
-            raise ValueError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}, input_ids has {tuple(shape)}")
+            raise ValueError(
+                f"batch[{key!r}] has shape {tuple(batch[key].shape)}, input_ids has {tuple(shape)}"
+            )
 
 
 class ResidualBlock(nn.Module):
@@ -153,7 +159,8 @@ class MambaBackbone(PretrainedMixin, nn.Module):
         if state is not None:
             origin = torch.where(torch.isnan(state.time_origin), origin, state.time_origin)
         x = self.embedding(batch, mask, origin)
-        use_checkpoint = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled() and state is None and not return_state
+        use_checkpoint = (self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                          and state is None and not return_state)
         layer_states: list[MixerState] = []
         for i, layer in enumerate(self.layers):
             if use_checkpoint:
@@ -183,7 +190,9 @@ class MambaBackbone(PretrainedMixin, nn.Module):
         _check_batch(tokens, 1)
         mask = resolve_mask(tokens, self.config.pad_token_id)
         # A row's first real token sets its time origin.
-        origin = torch.where(torch.isnan(state.time_origin) & mask, tokens["time_days"].to(torch.float64), state.time_origin)
+        origin = torch.where(
+            torch.isnan(state.time_origin) & mask, tokens["time_days"].to(torch.float64), state.time_origin
+        )
         as_seq = {key: value.unsqueeze(1) for key, value in tokens.items() if value is not None}
         x = self.embedding(as_seq, mask.unsqueeze(1), origin).squeeze(1)
         new_layers = []

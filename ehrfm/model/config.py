@@ -100,7 +100,8 @@ class BackboneConfig:
         self.a_init_range = tuple(float(v) for v in self.a_init_range)  # JSON gives a list
         if self.mixer not in MIXERS:
             raise ValueError(f"BackboneConfig.mixer must be one of {MIXERS}, got {self.mixer!r}")
-        positive = ("vocab_size", "n_token_types", "max_visit_index", "d_model", "n_layers", "expand", "d_conv", "headdim", "ngroups", "chunk_size", "gpu_chunk_size")
+        positive = ("vocab_size", "n_token_types", "max_visit_index", "d_model", "n_layers", "expand",
+                    "d_conv", "headdim", "ngroups", "chunk_size", "gpu_chunk_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -110,12 +111,20 @@ class BackboneConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"BackboneConfig.{name} must be None or a positive integer, got {value!r}")
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BackboneConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+            raise ValueError(
+                f"BackboneConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
+                f"got {self.pad_token_id}"
+            )
         if self.mixer == "mamba2":
             if self.d_inner % self.headdim:
-                raise ValueError(f"BackboneConfig: d_inner = expand * d_model = {self.d_inner} must be a multiple of headdim={self.headdim}")
+                raise ValueError(
+                    f"BackboneConfig: d_inner = expand * d_model = {self.d_inner} "
+                    f"must be a multiple of headdim={self.headdim}"
+                )
             if self.n_heads % self.ngroups:
-                raise ValueError(f"BackboneConfig: n_heads = {self.n_heads} must be a multiple of ngroups={self.ngroups}")
+                raise ValueError(
+                    f"BackboneConfig: n_heads = {self.n_heads} must be a multiple of ngroups={self.ngroups}"
+                )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BackboneConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.dt_min <= self.dt_max:
@@ -126,7 +135,10 @@ class BackboneConfig:
                 f"{self.time_min_period_days}, {self.time_max_period_days}"
             )
         if len(self.a_init_range) != 2 or not 0 < self.a_init_range[0] <= self.a_init_range[1]:
-            raise ValueError(f"BackboneConfig.a_init_range must be (low, high) with 0 < low <= high, got {self.a_init_range}")
+            raise ValueError(
+                f"BackboneConfig.a_init_range must be (low, high) with 0 < low <= high, "
+                f"got {self.a_init_range}"
+            )
 
     # Derived sizes: properties, so a saved config stays exactly what the user wrote.
     @property

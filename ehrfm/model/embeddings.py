@@ -125,7 +125,9 @@ class EHREmbedding(nn.Module):
         rel = time_days.to(torch.float64) - time_origin.to(torch.float64).unsqueeze(1)
         missing = ~torch.isfinite(rel)
         rel = torch.where(missing, torch.zeros_like(rel), rel)
-        periods = _geometric_periods(cfg.time_min_period_days, cfg.time_max_period_days, cfg.n_time_frequencies, rel.device)
+        periods = _geometric_periods(
+            cfg.time_min_period_days, cfg.time_max_period_days, cfg.n_time_frequencies, rel.device
+        )
         waves = sinusoid_features(rel, periods, dtype) * (~missing).unsqueeze(-1)
         # Signed log gap: a monotone cue the sinusoids lack (about 1 at a day, 4 at 100 years).
         log_gap = (torch.sign(rel) * torch.log1p(rel.abs()) / 10.0).to(dtype)
@@ -138,7 +140,9 @@ class EHREmbedding(nn.Module):
         age = torch.where(missing, torch.zeros_like(age), age)
         periods = _geometric_periods(1.0, 200.0, self.config.n_age_frequencies, age.device)
         waves = sinusoid_features(age, periods, dtype) * (~missing).unsqueeze(-1)
-        return torch.cat([waves, (age / 100.0).to(dtype).unsqueeze(-1), missing.to(dtype).unsqueeze(-1)], dim=-1)
+        return torch.cat(
+            [waves, (age / 100.0).to(dtype).unsqueeze(-1), missing.to(dtype).unsqueeze(-1)], dim=-1
+        )
 
     def forward(self, batch: Mapping[str, Tensor], mask: Tensor, time_origin: Tensor) -> Tensor:
         """Embed a batch.

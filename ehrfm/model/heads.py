@@ -69,7 +69,8 @@ class NextTokenHead(nn.Module):
         super().__init__()
         if token_embedding.weight.shape != (config.vocab_size, config.d_model):
             raise ValueError(
-                f"token_embedding must be ({config.vocab_size}, {config.d_model}), got {tuple(token_embedding.weight.shape)}"
+                f"token_embedding must be ({config.vocab_size}, {config.d_model}), "
+                f"got {tuple(token_embedding.weight.shape)}"
             )
         self.weight = token_embedding.weight
 

@@ -69,7 +69,9 @@ class EHRLanguageModel(PretrainedMixin, nn.Module):
         targets = batch["input_ids"][:, 1:][valid].long()
         logits = self.lm_head(hidden[:, :-1][valid])  # (tokens, V)
         # Softmax in at least float32: bf16 logits over a large vocabulary lose the loss.
-        total = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="sum")
+        total = F.cross_entropy(
+            logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="sum"
+        )
         if reduction == "sum":
             return total
         return total / targets.numel() if targets.numel() else total * 0.0

@@ -38,7 +38,8 @@ from ehrfm.ops import CausalConv1d, kernels_for, selective_scan, selective_scan_
 
 from .config import BackboneConfig
 
-__all__ = ["MIXER_CLASSES", "GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "MixerState", "RMSNorm", "build_mixer"]
+__all__ = ["MIXER_CLASSES", "GatedRMSNorm", "Mamba1Mixer", "Mamba2Mixer", "MixerState", "RMSNorm",
+           "build_mixer"]
 
 
 def _f32(t: Tensor) -> Tensor:
@@ -110,7 +111,9 @@ class GatedRMSNorm(nn.Module):
 
 def _init_dt_bias(size: int, config: BackboneConfig) -> Tensor:
     """Inverse-softplus of step sizes log-uniform in ``[dt_min, dt_max]`` (Mamba's init)."""
-    dt = torch.exp(torch.rand(size) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min))
+    dt = torch.exp(
+        torch.rand(size) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
+    )
     dt = dt.clamp(min=config.dt_init_floor)
     return dt + torch.log(-torch.expm1(-dt))  # softplus(dt + log(1 - exp(-dt))) == dt
 
@@ -182,7 +185,8 @@ class Mamba2Mixer(nn.Module):
         z, xBC, dt = self._split(self.in_proj(hidden))
         if mask is not None:
             xBC = xBC * mask.unsqueeze(-1).to(xBC.dtype)
-        conv_out = self.conv(xBC, None if state is None else state.conv, mask, activation="silu", return_state=return_state)
+        conv_out = self.conv(xBC, None if state is None else state.conv, mask, activation="silu",
+                             return_state=return_state)
         if return_state:
             xBC, conv_state = conv_out
         else:
@@ -199,14 +203,16 @@ class Mamba2Mixer(nn.Module):
                 initial_states=initial, return_final_states=return_state,
             )  # fmt: skip
         else:
-            result = ssd_chunked(x, dt, A, B, C, self.config.chunk_size, D=self.D, initial_state=initial, return_final_state=return_state)
+            result = ssd_chunked(x, dt, A, B, C, self.config.chunk_size, D=self.D, initial_state=initial,
+                                 return_final_state=return_state)
         y, final = result if return_state else (result, None)
         out = self.out_proj(self.norm(y.reshape(b, l, self.d_inner), z))
         if return_state:
             return out, MixerState(conv=conv_state, ssm=_f32(final))
         return out
 
-    def step(self, hidden: Tensor, state: MixerState, mask: Tensor | None = None) -> tuple[Tensor, MixerState]:
+    def step(self, hidden: Tensor, state: MixerState,
+             mask: Tensor | None = None) -> tuple[Tensor, MixerState]:
         """One token: ``hidden: (b, d)``, ``mask: (b,)`` -> ``(out: (b, d), new_state)``.
 
         Rows with ``mask`` False keep their state unchanged (their output is meaningless).
@@ -220,18 +226,21 @@ class Mamba2Mixer(nn.Module):
         x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
         dt = self._dt(dt, mask)
         A = -torch.exp(_f32(self.A_log))
-        y, ssm = ssd_step(state.ssm, x.reshape(b, h, p), dt, A, B.reshape(b, g, n), C.reshape(b, g, n), self.D)
+        y, ssm = ssd_step(state.ssm, x.reshape(b, h, p), dt, A, B.reshape(b, g, n), C.reshape(b, g, n),
+                          self.D)
         new_state = MixerState(conv=conv_state, ssm=ssm)
         if mask is not None:
             new_state = new_state.select(mask, state)
         return self.out_proj(self.norm(y.reshape(b, self.d_inner), z)), new_state
 
-    def allocate_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> MixerState:
+    def allocate_state(self, batch_size: int, device: torch.device | None = None,
+                       dtype: torch.dtype | None = None) -> MixerState:
         """Zero state for ``batch_size`` rows (conv in ``dtype``, SSM in at least float32)."""
         device = device or self.in_proj.weight.device
         return MixerState(
             conv=self.conv.allocate_state(batch_size, device, dtype),
-            ssm=torch.zeros(batch_size, self.n_heads, self.headdim, self.d_state, device=device, dtype=_state_dtype(dtype, self.in_proj.weight)),
+            ssm=torch.zeros(batch_size, self.n_heads, self.headdim, self.d_state, device=device,
+                            dtype=_state_dtype(dtype, self.in_proj.weight)),
         )
 
 
@@ -284,7 +293,8 @@ class Mamba1Mixer(nn.Module):
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
         if mask is not None:
             x = x * mask.unsqueeze(-1).to(x.dtype)
-        conv_out = self.conv(x, None if state is None else state.conv, mask, activation="silu", return_state=return_state)
+        conv_out = self.conv(x, None if state is None else state.conv, mask, activation="silu",
+                             return_state=return_state)
         if return_state:
             x, conv_state = conv_out
         else:
@@ -298,17 +308,20 @@ class Mamba1Mixer(nn.Module):
         if kernels is not None and kernels.selective_scan_fn is not None and state is None:
             # The CUDA scan wants delta in the input dtype (bf16 under autocast); A, D in fp32.
             u, delta_k, *rest = args
-            result = kernels.selective_scan_fn(u, delta_k.to(u.dtype), *rest, self.D.float(), z.transpose(1, 2), None, False, return_state)
+            result = kernels.selective_scan_fn(u, delta_k.to(u.dtype), *rest, self.D.float(),
+                                               z.transpose(1, 2), None, False, return_state)
         else:  # also for continuing from a state: selective_scan_fn takes no initial state
             initial = None if state is None else state.ssm
-            result = selective_scan(*args, D=self.D, z=z.transpose(1, 2), return_last_state=return_state, initial_state=initial)
+            result = selective_scan(*args, D=self.D, z=z.transpose(1, 2), return_last_state=return_state,
+                                    initial_state=initial)
         y, final = result if return_state else (result, None)
         out = self.out_proj(y.transpose(1, 2).to(hidden.dtype))
         if return_state:
             return out, MixerState(conv=conv_state, ssm=_f32(final))
         return out
 
-    def step(self, hidden: Tensor, state: MixerState, mask: Tensor | None = None) -> tuple[Tensor, MixerState]:
+    def step(self, hidden: Tensor, state: MixerState,
+             mask: Tensor | None = None) -> tuple[Tensor, MixerState]:
         """One token: ``hidden: (b, d)``, ``mask: (b,)`` -> ``(out: (b, d), new_state)``."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
         if mask is not None:
@@ -323,12 +336,14 @@ class Mamba1Mixer(nn.Module):
             new_state = new_state.select(mask, state)
         return self.out_proj(y.to(hidden.dtype)), new_state
 
-    def allocate_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> MixerState:
+    def allocate_state(self, batch_size: int, device: torch.device | None = None,
+                       dtype: torch.dtype | None = None) -> MixerState:
         """Zero state for ``batch_size`` rows (conv in ``dtype``, SSM in at least float32)."""
         device = device or self.in_proj.weight.device
         return MixerState(
             conv=self.conv.allocate_state(batch_size, device, dtype),
-            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=_state_dtype(dtype, self.in_proj.weight)),
+            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
+                            dtype=_state_dtype(dtype, self.in_proj.weight)),
         )
 
 

@@ -27,7 +27,8 @@ prompt's ``prompt_time_days`` (float64 days since 1970), ``prompt_age_years``,
 ...          "age_years": torch.full((2, 4), 60.0), "visit_index": torch.ones(2, 4, dtype=torch.long),
 ...          "token_type": torch.full((2, 4), 7),
 ...          "prompt_time_days": torch.full((2,), 19001.0, dtype=torch.float64),
-...          "prompt_age_years": torch.full((2,), 60.0), "prompt_visit_index": torch.ones(2, dtype=torch.long)}
+...          "prompt_age_years": torch.full((2,), 60.0),
+...          "prompt_visit_index": torch.ones(2, dtype=torch.long)}
 >>> model.eval()(batch).shape  # (rows, tasks): one history pass, one prompt step per task
 torch.Size([2, 2])
 """
@@ -58,7 +59,8 @@ PROMPT_KEYS = ("prompt_time_days", "prompt_age_years", "prompt_visit_index")
 def _repeat_rows(state: BackboneState, k: int) -> BackboneState:
     """Each row's state ``k`` times (row ``i`` becomes rows ``i*k .. i*k+k-1``)."""
     return BackboneState(
-        layers=[MixerState(conv=s.conv.repeat_interleave(k, 0), ssm=s.ssm.repeat_interleave(k, 0)) for s in state.layers],
+        layers=[MixerState(conv=s.conv.repeat_interleave(k, 0), ssm=s.ssm.repeat_interleave(k, 0))
+                for s in state.layers],
         time_origin=state.time_origin.repeat_interleave(k, 0),
     )
 
@@ -76,33 +78,43 @@ class MultitaskModel(PretrainedMixin, nn.Module):
                  head: str = "task_shared") -> None:
         super().__init__()
         if len(task_names) != len(prompt_token_ids) or not task_names:
-            raise ValueError(f"need one prompt token per task; got tasks {list(task_names)} and prompt ids {list(prompt_token_ids)}")
+            raise ValueError(
+                f"need one prompt token per task; got tasks {list(task_names)} "
+                f"and prompt ids {list(prompt_token_ids)}"
+            )
         if len(set(task_names)) != len(task_names) or len(set(prompt_token_ids)) != len(prompt_token_ids):
-            raise ValueError(f"task names and prompt tokens must be unique: {list(task_names)}, {list(prompt_token_ids)}")
+            raise ValueError(
+                f"task names and prompt tokens must be unique: {list(task_names)}, {list(prompt_token_ids)}"
+            )
         if head not in task_head_names():
             raise KeyError(f"unknown task head {head!r}; registered task heads: {task_head_names()}")
         for token_id in prompt_token_ids:
             if not 0 <= int(token_id) < config.vocab_size:
-                raise ValueError(f"prompt token id {token_id} is outside the vocabulary (size {config.vocab_size})")
+                raise ValueError(
+                    f"prompt token id {token_id} is outside the vocabulary (size {config.vocab_size})"
+                )
         self.config = config
         self.task_names = [str(t) for t in task_names]
         self.head_name = head
         self.backbone = MambaBackbone(config)
         self.head = build_head(head, config, n_tasks=len(self.task_names))
-        self.register_buffer("prompt_token_ids", torch.tensor([int(t) for t in prompt_token_ids], dtype=torch.long),
+        self.register_buffer("prompt_token_ids",
+                             torch.tensor([int(t) for t in prompt_token_ids], dtype=torch.long),
                              persistent=False)
 
     # -- save / load ------------------------------------------------------------------------
     def extra_config(self) -> dict[str, Any]:
-        return {"task_names": self.task_names, "prompt_token_ids": self.prompt_token_ids.tolist(), "head": self.head_name}
+        return {"task_names": self.task_names, "prompt_token_ids": self.prompt_token_ids.tolist(),
+                "head": self.head_name}
 
     @classmethod
     def build_from_config(cls, config: BackboneConfig, extra: dict[str, Any]) -> MultitaskModel:
-        return cls(config, extra["task_names"], extra["prompt_token_ids"], head=extra.get("head", "task_shared"))
+        return cls(config, extra["task_names"], extra["prompt_token_ids"],
+                   head=extra.get("head", "task_shared"))
 
     @classmethod
-    def from_backbone(cls, pretrained_dir: str | Path, task_names: Sequence[str], prompt_token_ids: Sequence[int],
-                      head: str = "task_shared") -> MultitaskModel:
+    def from_backbone(cls, pretrained_dir: str | Path, task_names: Sequence[str],
+                      prompt_token_ids: Sequence[int], head: str = "task_shared") -> MultitaskModel:
         """A new model whose backbone is loaded from a pretrained model directory."""
         backbone = MambaBackbone.from_pretrained(pretrained_dir)
         model = cls(backbone.config, task_names, prompt_token_ids, head=head)
@@ -117,7 +129,8 @@ class MultitaskModel(PretrainedMixin, nn.Module):
         unknown = [t for t in tasks if t not in self.task_names]
         if unknown:
             raise KeyError(f"tasks {unknown} are not among this model's tasks {self.task_names}")
-        return torch.tensor([self.task_names.index(t) for t in tasks], dtype=torch.long, device=self.prompt_token_ids.device)
+        return torch.tensor([self.task_names.index(t) for t in tasks], dtype=torch.long,
+                            device=self.prompt_token_ids.device)
 
     def encode(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, BackboneState]:
         """One pass over the histories -> (hidden at each row's last token ``(b, d)``, state)."""

@@ -87,12 +87,14 @@ class PretrainedMixin:
         state = self.state_dict()
         tied = _aliases(state)
         weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in tied}
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_class": type(self).__name__,
+                "config": self.config.to_dict()}
         extra = self.extra_config()
         if extra:
             meta["extra"] = extra
         (out / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        save_file(weights, str(out / WEIGHTS_NAME), metadata={"format": "pt", "model_class": type(self).__name__})
+        save_file(weights, str(out / WEIGHTS_NAME),
+                  metadata={"format": "pt", "model_class": type(self).__name__})
         return out
 
     def extra_config(self) -> dict[str, Any]:
@@ -117,15 +119,21 @@ class PretrainedMixin:
         if not Path(directory).is_dir():
             raise MissingPretrainedFileError(f"model directory not found: {directory}")
         if not path.is_file():
-            raise MissingPretrainedFileError(f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+            raise MissingPretrainedFileError(
+                f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})"
+            )
         try:
             meta = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PretrainedFormatError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise PretrainedFormatError(f"{path}: not an ehrfm model config (expected \"format\": \"{FORMAT}\")")
+            raise PretrainedFormatError(
+                f"{path}: not an ehrfm model config (expected \"format\": \"{FORMAT}\")"
+            )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise PretrainedFormatError(f"{path}: format_version {meta.get('format_version')!r}; this ehrfm reads {FORMAT_VERSION}")
+            raise PretrainedFormatError(
+                f"{path}: format_version {meta.get('format_version')!r}; this ehrfm reads {FORMAT_VERSION}"
+            )
         if not isinstance(meta.get("config"), dict):
             raise PretrainedFormatError(f"{path}: \"config\" must be an object")
         try:
@@ -147,11 +155,14 @@ class PretrainedMixin:
             prefix = cls.loadable_from[model_class]
         else:
             raise PretrainedFormatError(
-                f"{Path(directory) / CONFIG_NAME}: holds a {model_class!r}, which {cls.__name__}.from_pretrained cannot load"
+                f"{Path(directory) / CONFIG_NAME}: holds a {model_class!r}, "
+                f"which {cls.__name__}.from_pretrained cannot load"
             )
         path = Path(directory) / WEIGHTS_NAME
         if not path.is_file():
-            raise MissingPretrainedFileError(f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+            raise MissingPretrainedFileError(
+                f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})"
+            )
         try:
             stored = load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -160,19 +171,28 @@ class PretrainedMixin:
             stored = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
 
         try:
-            model = cls.build_from_config(config, extra) if model_class == cls.__name__ else cls.build_from_config(config, {})
+            model = (cls.build_from_config(config, extra) if model_class == cls.__name__
+                     else cls.build_from_config(config, {}))
         except (KeyError, TypeError, ValueError) as exc:
-            raise PretrainedFormatError(f"{Path(directory) / CONFIG_NAME}: bad \"extra\" settings ({exc})") from exc
+            raise PretrainedFormatError(
+                f"{Path(directory) / CONFIG_NAME}: bad \"extra\" settings ({exc})"
+            ) from exc
         assert isinstance(model, nn.Module)
         expected = model.state_dict()
         tied = _aliases(expected)
         missing = sorted(set(expected) - set(stored) - set(tied))
         unexpected = sorted(set(stored) - set(expected))
         if missing or unexpected:
-            raise PretrainedFormatError(f"{path}: weights do not match {config!r}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+            raise PretrainedFormatError(
+                f"{path}: weights do not match {config!r}: "
+                f"missing {missing[:10]}, unexpected {unexpected[:10]}"
+            )
         for key, tensor in stored.items():
             if tensor.shape != expected[key].shape:
-                raise PretrainedFormatError(f"{path}: {key} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[key].shape)}")
+                raise PretrainedFormatError(
+                    f"{path}: {key} has shape {tuple(tensor.shape)}, "
+                    f"the config needs {tuple(expected[key].shape)}"
+                )
         # strict=False only because tied aliases are absent; everything else was checked above.
         model.load_state_dict(stored, strict=False)
         return model.to(map_location)  # type: ignore[return-value]

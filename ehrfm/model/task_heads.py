@@ -32,7 +32,10 @@ __all__ = ["PerTaskHead", "SharedTaskHead", "build_head"]
 
 def _check(hidden: Tensor, task_index: Tensor, n_tasks: int) -> None:
     if hidden.dim() != 3 or task_index.dim() != 1 or hidden.shape[1] != task_index.shape[0]:
-        raise ValueError(f"hidden must be (b, k, d) and task_index (k,); got {tuple(hidden.shape)} and {tuple(task_index.shape)}")
+        raise ValueError(
+            f"hidden must be (b, k, d) and task_index (k,); "
+            f"got {tuple(hidden.shape)} and {tuple(task_index.shape)}"
+        )
     if task_index.numel() and (int(task_index.min()) < 0 or int(task_index.max()) >= n_tasks):
         raise IndexError(f"task_index {task_index.tolist()} out of range for {n_tasks} tasks")
 

@@ -149,8 +149,10 @@ class CausalConv1d(nn.Module):
         """``x: (b, c)``, ``state: (b, c, k - 1)`` -> ``(y: (b, c), new_state)``."""
         return causal_conv1d_step(x, state, self.weight.squeeze(1), self.bias, activation)
 
-    def allocate_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    def allocate_state(self, batch_size: int, device: torch.device | None = None,
+                       dtype: torch.dtype | None = None) -> Tensor:
         """Zero state ``(batch_size, c, k - 1)``: what the conv's zero padding means."""
         return torch.zeros(
-            batch_size, self.channels, self.kernel_size - 1, device=device or self.weight.device, dtype=dtype or self.weight.dtype
+            batch_size, self.channels, self.kernel_size - 1, device=device or self.weight.device,
+            dtype=dtype or self.weight.dtype,
         )

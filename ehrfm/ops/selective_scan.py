@@ -122,9 +122,13 @@ def selective_scan(
         raise ValueError(f"A must be (d={d}, n), got {tuple(A.shape)}")
     n = A.shape[1]
     for name, M in (("B", B), ("C", C)):
-        ok = (M.dim() == 3 and M.shape == (b, n, l)) or (M.dim() == 4 and M.shape[0] == b and M.shape[2:] == (n, l) and d % M.shape[1] == 0)
+        ok = (M.dim() == 3 and M.shape == (b, n, l)) or (
+            M.dim() == 4 and M.shape[0] == b and M.shape[2:] == (n, l) and d % M.shape[1] == 0
+        )
         if not ok:
-            raise ValueError(f"{name} must be (b, n, l) or (b, g, n, l) with d % g == 0, got {tuple(M.shape)}")
+            raise ValueError(
+                f"{name} must be (b, n, l) or (b, g, n, l) with d % g == 0, got {tuple(M.shape)}"
+            )
     if B.dim() == 3:
         B = B.unsqueeze(1)
     if C.dim() == 3:

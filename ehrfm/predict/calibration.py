@@ -8,7 +8,10 @@
   [0, 1] outside the tuning range). It can merge scores into ties, so AUROC may move a little.
 - ``none``: the identity, for reference.
 
-A calibrator sees only what is passed to ``fit``; the report passes tuning rows only.
+A calibrator sees only what is passed to ``fit``; the report passes tuning rows only. A fitted
+calibrator is plain data (``to_dict``: the temperature, or the isotonic knots) and
+:func:`calibrator_from_dict` rebuilds it without unpickling anything, so a model bundle can
+carry the calibrator that evaluation reported and that scoring applies.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -20,6 +23,8 @@ A calibrator sees only what is passed to ``fit``; the report passes tuning rows 
 3.0
 >>> sorted(CALIBRATORS)
 ['isotonic', 'none', 'temperature']
+>>> calibrator_from_dict(cal.to_dict()).transform([0.9]) == cal.transform([0.9])
+array([ True])
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class Calibrator(Protocol):
     def transform(self, probabilities: Any) -> np.ndarray: ...
 
     def params(self) -> dict[str, Any]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _checked(probabilities: Any, labels: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,6 +90,9 @@ class IdentityCalibration:
     def params(self) -> dict[str, Any]:
         return {}
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name}
+
 
 class TemperatureScaling:
     """``p -> sigmoid(logit(p) / T)`` with ``T`` minimizing tuning NLL.
@@ -118,6 +128,9 @@ class TemperatureScaling:
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "temperature": self.temperature}
+
     def __repr__(self) -> str:
         return f"TemperatureScaling(temperature={self.temperature:.4g})"
 
@@ -125,33 +138,50 @@ class TemperatureScaling:
 class IsotonicCalibration:
     """Monotone step function from scikit-learn's ``IsotonicRegression`` (clipped outside the range).
 
+    The fitted function is kept as its knots and applied by linear interpolation between them
+    (what ``IsotonicRegression.predict`` computes), so a calibrator rebuilt from its knots gives
+    exactly the same probabilities.
+
     >>> cal = IsotonicCalibration().fit([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
     >>> cal.transform([0.1, 0.25, 0.4]).tolist()
     [0.0, 0.5, 1.0]
+    >>> IsotonicCalibration(**{k: v for k, v in cal.to_dict().items() if k != "name"}).transform([0.25]).tolist()
+    [0.5]
     """
 
     name = "isotonic"
 
-    def __init__(self) -> None:
-        self._model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        self._fitted = False
+    def __init__(self, x: Any = None, y: Any = None) -> None:
+        self._x = None if x is None else np.asarray(x, dtype=np.float64)
+        self._y = None if y is None else np.asarray(y, dtype=np.float64)
+        if self._x is not None:
+            if self._y is None or self._x.shape != self._y.shape or self._x.ndim != 1 or not len(self._x):
+                raise ValueError("isotonic knots need x and y: equal-length, non-empty 1-D lists")
+            if (np.diff(self._x) < 0).any() or (np.diff(self._y) < 0).any():
+                raise ValueError("isotonic knots must be non-decreasing in x and in y")
+            if not (np.isfinite(self._x).all() and np.isfinite(self._y).all()) or self._y.min() < 0 or self._y.max() > 1:
+                raise ValueError("isotonic knots must be finite, with y in [0, 1]")
 
     def fit(self, probabilities: Any, labels: Any) -> IsotonicCalibration:
         p, y = _checked(probabilities, labels)
-        self._model.fit(p, y)
-        self._fitted = True
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        self._x = np.asarray(model.X_thresholds_, dtype=np.float64)
+        self._y = np.asarray(model.y_thresholds_, dtype=np.float64)
         return self
 
     def transform(self, probabilities: Any) -> np.ndarray:
-        if not self._fitted:
+        if self._x is None or self._y is None:
             raise RuntimeError("IsotonicCalibration.transform called before fit")
         p, _ = _checked(probabilities)
-        return np.asarray(self._model.predict(p), dtype=np.float64)
+        return np.interp(p, self._x, self._y)
 
     def params(self) -> dict[str, Any]:
-        if not self._fitted:
-            return {}
-        return {"n_thresholds": int(len(self._model.X_thresholds_))}
+        return {} if self._x is None else {"n_thresholds": int(len(self._x))}
+
+    def to_dict(self) -> dict[str, Any]:
+        if self._x is None or self._y is None:
+            raise RuntimeError("IsotonicCalibration.to_dict called before fit")
+        return {"name": self.name, "x": self._x.tolist(), "y": self._y.tolist()}
 
 
 CALIBRATORS: dict[str, type] = {
@@ -159,6 +189,20 @@ CALIBRATORS: dict[str, type] = {
     "temperature": TemperatureScaling,
     "isotonic": IsotonicCalibration,
 }
+
+
+def calibrator_from_dict(values: dict[str, Any]) -> Calibrator:
+    """Rebuild a fitted calibrator from ``to_dict`` output; bad or unknown content raises ``ValueError``."""
+    if not isinstance(values, dict) or values.get("name") not in CALIBRATORS:
+        raise ValueError(f"not a calibrator: {values!r:.200}; expected a 'name' among {sorted(CALIBRATORS)}")
+    params = {k: v for k, v in values.items() if k != "name"}
+    expected = {"none": set(), "temperature": {"temperature"}, "isotonic": {"x", "y"}}[values["name"]]
+    if set(params) != expected:
+        raise ValueError(f"calibrator {values['name']!r} needs exactly {sorted(expected)}; got {sorted(params)}")
+    if values["name"] == "temperature" and not (isinstance(params["temperature"], (int, float))
+                                                and 0 < float(params["temperature"]) < float("inf")):
+        raise ValueError(f"temperature must be a positive finite number, got {params['temperature']!r}")
+    return CALIBRATORS[values["name"]](**params)
 
 
 def make_calibrator(name: str) -> Calibrator:

@@ -40,18 +40,21 @@ from ehrfm.tokenize.sequence_schema import (
     days_since_epoch,
 )
 
-__all__ = ["LABELS", "Cohort", "build_cohort", "load_or_build_cohort", "merge_task_labels", "read_task_labels"]
+__all__ = ["LABELS", "Cohort", "build_cohort", "load_or_build_cohort", "merge_task_labels",
+           "read_task_labels"]
 
 LABELS = "labels"
 
 
 def read_task_labels(labels_dir: str | Path, task_names: Sequence[str]) -> pl.DataFrame:
-    """Long frame ``task, subject_id, prediction_time, boolean_value`` from ``<labels_dir>/<task>.parquet``."""
+    """Long frame ``task, subject_id, prediction_time, boolean_value`` from
+    ``<labels_dir>/<task>.parquet``."""
     frames = []
     for name in task_names:
         path = Path(labels_dir) / f"{name}.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no labels for task {name!r}; run `ehrfm label` (or let finetune build them)")
+            raise FileNotFoundError(f"{path}: no labels for task {name!r}; "
+                                    "run `ehrfm label` (or let finetune build them)")
         labels = pl.read_parquet(path, columns=[SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE])
         if labels[BOOLEAN_VALUE].null_count():
             raise ValueError(f"{path}: {labels[BOOLEAN_VALUE].null_count()} rows have a null {BOOLEAN_VALUE}")
@@ -126,8 +129,10 @@ def build_cohort(meds_dir: str | Path, tokenizer: EventTokenizer, long_labels: p
     events = scan_events(meds_dir).join(subjects.lazy(), on=SUBJECT_ID, how="semi").collect()
     # The tokenizer's own truncation keeps the prefix and the newest whole events: the same rule
     # as ehrfm.tokenize.crop, which the datasets apply to anything longer.
-    sequences = tokenizer.transform(events, cutoff=rows.select(SUBJECT_ID, PREDICTION_TIME), max_length=context_length)
-    births = (events.filter(pl.col(CODE) == BIRTH_CODE).group_by(SUBJECT_ID).agg(pl.col(TIME).min().alias("_birth")))
+    sequences = tokenizer.transform(events, cutoff=rows.select(SUBJECT_ID, PREDICTION_TIME),
+                                    max_length=context_length)
+    births = (events.filter(pl.col(CODE) == BIRTH_CODE).group_by(SUBJECT_ID)
+              .agg(pl.col(TIME).min().alias("_birth")))
     frame = (rows.join(sequences.select(SUBJECT_ID, PREDICTION_TIME, *STREAM_COLUMNS, LENGTH),
                        on=[SUBJECT_ID, PREDICTION_TIME], how="inner")
              .join(births, on=SUBJECT_ID, how="left")

@@ -27,7 +27,8 @@ from .cohort import Cohort
 
 __all__ = ["CohortDataset", "collate_cohort"]
 
-_DTYPES = {INPUT_IDS: np.int64, TIME_DAYS: np.float64, AGE_YEARS: np.float32, VISIT_INDEX: np.int64, TOKEN_TYPE: np.int64}
+_DTYPES = {INPUT_IDS: np.int64, TIME_DAYS: np.float64, AGE_YEARS: np.float32, VISIT_INDEX: np.int64,
+           TOKEN_TYPE: np.int64}
 
 
 class CohortDataset(Dataset):
@@ -38,14 +39,16 @@ class CohortDataset(Dataset):
         lengths = frame[INPUT_IDS].list.len().to_numpy().astype(np.int64)
         self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=self.offsets[1:])
-        self.streams = {name: frame[name].explode().to_numpy().astype(_DTYPES[name]) for name in STREAM_COLUMNS}
+        self.streams = {name: frame[name].explode().to_numpy().astype(_DTYPES[name])
+                        for name in STREAM_COLUMNS}
         self.context_length = context_length
         self.lengths = lengths.copy()
         if context_length is not None:
             for index in np.flatnonzero(lengths > context_length):
                 self.lengths[index] = len(self._positions(int(index)))
         self.prompt_time_days = frame["prompt_time_days"].to_numpy().astype(np.float64)
-        self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32), nan=0.0)
+        self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32),
+                                              nan=0.0)
         self.prompt_visit_index = frame["prompt_visit_index"].to_numpy().astype(np.int64)
         self.labels = cohort.label_matrix()
 

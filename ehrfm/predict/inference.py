@@ -78,7 +78,8 @@ def embed_histories(backbone: MambaBackbone, cohort: Cohort, *, tokens_per_batch
     out = np.zeros((len(dataset), backbone.config.d_model), dtype=np.float32)
     for batch in sorted_batches(dataset, tokens_per_batch, backbone.config.pad_token_id):
         rows = batch.pop("row").numpy()
-        history = {key: value.to(device) for key, value in batch.items() if key not in (*PROMPT_KEYS, "labels")}
+        history = {key: value.to(device) for key, value in batch.items()
+                   if key not in (*PROMPT_KEYS, "labels")}
         hidden = backbone(history)
         out[rows] = last_token_hidden(hidden, history["attention_mask"]).float().cpu().numpy()
     return out

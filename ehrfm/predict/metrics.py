@@ -110,7 +110,8 @@ class ScoredRows:
         if w.ndim == 1:
             w = w[None, :]
         if w.ndim != 2 or w.shape[1] != self.n_clusters:
-            raise ValueError(f"weights must have shape (n,) or (replicates, n) with n={self.n_clusters}, got {w.shape}")
+            raise ValueError(f"weights must have shape (n,) or (replicates, n) with n={self.n_clusters}, "
+                             f"got {w.shape}")
         if (w < 0).any():
             raise ValueError("weights must be non-negative")
         return w
@@ -149,7 +150,8 @@ class ScoredRows:
         return {name: out[name] for name in names}
 
 
-def batch_metrics(y_true: Any, y_prob: Any, weights: Any = None, *, groups: Any = None) -> dict[str, np.ndarray]:
+def batch_metrics(y_true: Any, y_prob: Any, weights: Any = None, *,
+                  groups: Any = None) -> dict[str, np.ndarray]:
     """Every metric in ``METRIC_NAMES`` per weight row, as ``{name: array of shape (replicates,)}``.
 
     ``weights`` has one column per row, or per cluster when ``groups`` is given.

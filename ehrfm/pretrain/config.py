@@ -81,7 +81,8 @@ class PretrainConfig:
 
         # Given settings update the defaults (a Python caller names only what it changes).
         self.model = check_model_settings({**conf_group("model", "tiny"), **self.model}, where="pretrain")
-        self.trainer = check_trainer_settings({**conf_group("trainer", "cpu"), **self.trainer}, where="pretrain")
+        self.trainer = check_trainer_settings({**conf_group("trainer", "cpu"), **self.trainer},
+                                              where="pretrain")
         self.tokenizer = tokenizer_settings(dict(self.tokenizer), where="pretrain")
         if self.data.context_length < 8:
             raise ValueError(f"data.context_length must be at least 8 tokens, got {self.data.context_length}")

@@ -32,8 +32,10 @@ class TokenSequenceDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = TokenSequenceDataset(split_shards(self.tokens_dir, self.train_split), self.context_length)
-            self.val_set = TokenSequenceDataset(split_shards(self.tokens_dir, self.val_split), self.context_length)
+            self.train_set = TokenSequenceDataset(split_shards(self.tokens_dir, self.train_split),
+                                                  self.context_length)
+            self.val_set = TokenSequenceDataset(split_shards(self.tokens_dir, self.val_split),
+                                                self.context_length)
 
     def _loader(self, dataset: TokenSequenceDataset, shuffle: bool) -> DataLoader:
         return bucketed_loader(dataset, dataset.lengths, self.tokens_per_batch, collate_sequences,

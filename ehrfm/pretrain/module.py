@@ -15,8 +15,9 @@ from ehrfm.training import adamw_with_warmup
 class PretrainModule(L.LightningModule):
     """Next-token loss over real tokens; validation perplexity per epoch (token-weighted)."""
 
-    def __init__(self, model_config: dict[str, Any], *, learning_rate: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 100, total_steps: int | None = None) -> None:
+    def __init__(self, model_config: dict[str, Any], *, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.01, warmup_steps: int = 100,
+                 total_steps: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = EHRLanguageModel(BackboneConfig(**model_config))
@@ -48,7 +49,8 @@ class PretrainModule(L.LightningModule):
         self._val_tokens += tokens
 
     def on_validation_epoch_end(self) -> None:
-        totals = torch.tensor([self._val_loss_sum, float(self._val_tokens)], dtype=torch.float64, device=self.device)
+        totals = torch.tensor([self._val_loss_sum, float(self._val_tokens)], dtype=torch.float64,
+                              device=self.device)
         totals = self.all_gather(totals)
         if totals.dim() > 1:
             totals = totals.sum(dim=0)
@@ -58,5 +60,6 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        return adamw_with_warmup(param_groups(self.model, hp.weight_decay), lr=hp.learning_rate, betas=(0.9, 0.95),
-                                 warmup_steps=hp.warmup_steps, total_steps=hp.total_steps, decay="cosine")
+        return adamw_with_warmup(param_groups(self.model, hp.weight_decay), lr=hp.learning_rate,
+                                 betas=(0.9, 0.95), warmup_steps=hp.warmup_steps,
+                                 total_steps=hp.total_steps, decay="cosine")

@@ -97,8 +97,8 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | None = None, /, **sett
         tokens_per_batch=config.data.tokens_per_batch, num_workers=config.data.num_workers, seed=config.seed,
     )
     datamodule.setup()
-    model_config = {**config.model, "vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_token_id,
-                    "n_token_types": len(TokenType)}
+    model_config = {**config.model, "vocab_size": tokenizer.vocab_size,
+                    "pad_token_id": tokenizer.pad_token_id, "n_token_types": len(TokenType)}
     trainer, checkpoint = build_trainer(output, config.trainer, monitor=MONITOR, mode="min", save_last=True,
                                         callbacks=[LearningRateMonitor(logging_interval="step")])
     steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / max(1, int(config.trainer.get(
@@ -113,7 +113,8 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | None = None, /, **sett
         ckpt_path = str(last) if last.is_file() else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    per_epoch = [{"epoch": int(row["epoch"] or 0), "val_perplexity": row[MONITOR], "val_loss": row["val/loss"]}
+    per_epoch = [{"epoch": int(row["epoch"] or 0), "val_perplexity": row[MONITOR],
+                  "val_loss": row["val/loss"]}
                  for row in logged_epochs(trainer, MONITOR, [MONITOR, "val/loss"])]
     metrics: dict[str, Any] = {
         "validation": per_epoch,

@@ -50,7 +50,8 @@ class TokenSequenceDataset(Dataset):
         if context_length < 8:
             raise ValueError(f"context_length must be at least 8 tokens, got {context_length}")
         self.context_length = context_length
-        frame = pl.concat([pl.read_parquet(s, columns=[INPUT_IDS, TIME_DAYS, AGE_YEARS, VISIT_INDEX, TOKEN_TYPE])
+        frame = pl.concat([pl.read_parquet(s, columns=[INPUT_IDS, TIME_DAYS, AGE_YEARS, VISIT_INDEX,
+                                                       TOKEN_TYPE])
                            for s in shards])
         frame = frame.filter(pl.col(INPUT_IDS).list.len() >= 2)  # nothing to predict otherwise
         if frame.height == 0:

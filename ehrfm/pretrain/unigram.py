@@ -22,7 +22,8 @@ def _targets(dataset: TokenSequenceDataset) -> np.ndarray:
     return np.concatenate([ids[dataset._window(i)[1:]] for i in range(len(dataset))])
 
 
-def unigram_perplexity(train: TokenSequenceDataset, evaluation: TokenSequenceDataset, vocab_size: int) -> float:
+def unigram_perplexity(train: TokenSequenceDataset, evaluation: TokenSequenceDataset,
+                       vocab_size: int) -> float:
     """Perplexity on ``evaluation`` of the add-one unigram distribution fit on ``train``."""
     counts = np.bincount(_targets(train), minlength=vocab_size).astype(np.float64) + 1.0
     log_p = np.log(counts / counts.sum())

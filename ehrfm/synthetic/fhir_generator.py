@@ -89,7 +89,8 @@ def _generate_patient(rng: random.Random, index: int, end: datetime) -> list[dic
             "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
             "extension": [{"url": "ombCategory", "valueCoding": rng.choice([
                 {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3", "display": "White"},
-                {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2054-5", "display": "Black or African American"},
+                {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2054-5",
+                 "display": "Black or African American"},
                 {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2028-9", "display": "Asian"}])}],
         }],
         "name": [{"family": f"Example{index:03d}", "given": ["Synthetic"]}],
@@ -104,16 +105,18 @@ def _generate_patient(rng: random.Random, index: int, end: datetime) -> list[dic
         for code, display, hazard, rx, rx_display in CHRONIC:
             if age > 40 and all(c[0] != code for c in conditions) and rng.random() < hazard * (1 + frailty):
                 conditions.append((code, display, rx, rx_display))
-                _visit(p, moment, "AMB", ("185347001", "Encounter for problem"), [(code, display)], [(rx, rx_display)])
+                _visit(p, moment, "AMB", ("185347001", "Encounter for problem"), [(code, display)],
+                       [(rx, rx_display)])
         _visit(p, moment, "AMB", ("185349003", "Encounter for check up"), [], [], checkup=True,
                chronic=[c[0] for c in conditions])
         if rng.random() < 0.35 + 0.1 * len(conditions):
             code, display, klass = rng.choice(ACUTE)
             when = moment + timedelta(days=rng.randrange(10, 300))
             if when < end:
-                _visit(p, when, klass, ("50849002" if klass == "EMER" else "32485007" if klass == "IMP" else "185345009",
-                                        {"EMER": "Emergency room admission", "IMP": "Hospital admission",
-                                         "AMB": "Encounter for symptom"}[klass]), [(code, display)], [])
+                _visit(p, when, klass,
+                       ("50849002" if klass == "EMER" else "32485007" if klass == "IMP" else "185345009",
+                        {"EMER": "Emergency room admission", "IMP": "Hospital admission",
+                         "AMB": "Encounter for symptom"}[klass]), [(code, display)], [])
                 if klass == "IMP" and rng.random() < 0.3:  # readmission
                     again = when + timedelta(days=rng.randrange(5, 40))
                     if again < end:
@@ -133,7 +136,8 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
            chronic: list[str] | None = None) -> None:
     rng = p.rng
     start = start.replace(hour=rng.randrange(7, 18), minute=rng.randrange(60), second=0, microsecond=0)
-    stay = timedelta(days=rng.randrange(1, 12)) if klass == "IMP" else timedelta(minutes=rng.randrange(15, 240))
+    stay = (timedelta(days=rng.randrange(1, 12)) if klass == "IMP"
+            else timedelta(minutes=rng.randrange(15, 240)))
     encounter_id = p.new_id()
     p.add({
         "resourceType": "Encounter", "id": encounter_id, "status": "finished",
@@ -143,12 +147,13 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
     enc = {"reference": f"Encounter/{encounter_id}"}
     for code, display in diagnoses:
         p.add({"resourceType": "Condition", "id": p.new_id(), "subject": p.ref(), "encounter": enc,
-               "clinicalStatus": _coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"),
+               "clinicalStatus": _coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active",
+                                         "Active"),
                "code": _coding(SNOMED, code, display), "onsetDateTime": _instant(start)})
     for rx, rx_display in prescriptions:
         if rx:
-            p.add({"resourceType": "MedicationRequest", "id": p.new_id(), "status": "active", "intent": "order",
-                   "subject": p.ref(), "encounter": enc, "authoredOn": _instant(start),
+            p.add({"resourceType": "MedicationRequest", "id": p.new_id(), "status": "active",
+                   "intent": "order", "subject": p.ref(), "encounter": enc, "authoredOn": _instant(start),
                    "medicationCodeableConcept": _coding(RXNORM, rx, rx_display)})
     if checkup:
         age = (start - p.birth).days / 365.25
@@ -159,19 +164,21 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
                   ("8867-4", "Heart rate", 72 + rng.gauss(0, 8), "/min")]
         for code, display, value, unit in vitals:
             _observation(p, start, enc, code, display, round(value, 1), unit, "vital-signs")
-        p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(), "encounter": enc,
-               "code": _coding(LOINC, "85354-9", "Blood pressure panel"), "effectiveDateTime": _instant(start),
+        p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
+               "encounter": enc, "code": _coding(LOINC, "85354-9", "Blood pressure panel"),
+               "effectiveDateTime": _instant(start),
                "component": [
                    {"code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
-                    "valueQuantity": {"value": round(systolic, 1), "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"}},
+                    "valueQuantity": {"value": round(systolic, 1), "unit": "mm[Hg]", "system": UCUM,
+                                      "code": "mm[Hg]"}},
                    {"code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
                     "valueQuantity": {"value": round(systolic * 0.62 + rng.gauss(0, 5), 1), "unit": "mm[Hg]",
                                       "system": UCUM, "code": "mm[Hg]"}}]})
         if age > 18:
             glucose = 90 + 45 * ("44054006" in (chronic or [])) + rng.gauss(0, 12)
             _observation(p, start, enc, "2339-0", "Glucose", round(glucose, 1), "mg/dL", "laboratory")
-            _observation(p, start, enc, "2160-0", "Creatinine", round(0.8 + 0.4 * sick * rng.random(), 2), "mg/dL",
-                         "laboratory")
+            _observation(p, start, enc, "2160-0", "Creatinine", round(0.8 + 0.4 * sick * rng.random(), 2),
+                         "mg/dL", "laboratory")
             p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
                    "encounter": enc, "code": _coding(LOINC, "72166-2", "Tobacco smoking status"),
                    "effectiveDateTime": _instant(start),
@@ -180,18 +187,20 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
                                                                          ("77176002", "Smoker")]))})
         if rng.random() < 0.5:
             code, display = rng.choice(VACCINES)
-            p.add({"resourceType": "Immunization", "id": p.new_id(), "status": "completed", "patient": p.ref(),
-                   "encounter": enc, "occurrenceDateTime": _instant(start), "vaccineCode": _coding(CVX, code, display)})
+            p.add({"resourceType": "Immunization", "id": p.new_id(), "status": "completed",
+                   "patient": p.ref(), "encounter": enc, "occurrenceDateTime": _instant(start),
+                   "vaccineCode": _coding(CVX, code, display)})
         if rng.random() < 0.15:
             p.add({"resourceType": "Procedure", "id": p.new_id(), "status": "completed", "subject": p.ref(),
                    "encounter": enc, "code": _coding(SNOMED, "430193006", "Medication reconciliation"),
-                   "performedPeriod": {"start": _instant(start), "end": _instant(start + timedelta(minutes=15))}})
+                   "performedPeriod": {"start": _instant(start),
+                                       "end": _instant(start + timedelta(minutes=15))}})
     if klass in ("EMER", "IMP") and rng.random() < 0.4:
         p.add({"resourceType": "ImagingStudy", "id": p.new_id(), "status": "available", "subject": p.ref(),
                "encounter": enc, "started": _instant(start),
                "series": [{"uid": f"1.2.826.0.1.3680043.8.498.{rng.randrange(10**9)}", "number": 1,
-                           "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CR",
-                                        "display": "Computed Radiography"},
+                           "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM",
+                                        "code": "CR", "display": "Computed Radiography"},
                            "bodySite": {"system": SNOMED, "code": "51185008", "display": "Chest"}}]})
     if klass != "AMB" or diagnoses:
         words = ", ".join(d for _, d in diagnoses) or "routine follow-up"
@@ -206,8 +215,10 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
 
 def _observation(p: _Patient, start: datetime, enc: dict[str, str], code: str, display: str, value: float,
                  unit: str, category: str) -> None:
-    p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(), "encounter": enc,
-           "category": [_coding("http://terminology.hl7.org/CodeSystem/observation-category", category, category)],
+    p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
+           "encounter": enc,
+           "category": [_coding("http://terminology.hl7.org/CodeSystem/observation-category", category,
+                                category)],
            "code": _coding(LOINC, code, display), "effectiveDateTime": _instant(start),
            "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}})
 

@@ -39,7 +39,8 @@ def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                    key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -83,7 +84,8 @@ def load_task(name_or_path: str | Path | TaskDefinition) -> TaskDefinition:
     builtin = BUILTIN_DIR / f"{text}.yaml"
     if not builtin.is_file():
         raise TaskDefinitionError(
-            f"{text!r}: not a built-in task and not a file; built-in tasks: {', '.join(builtin_task_names())} "
+            f"{text!r}: not a built-in task and not a file; "
+            f"built-in tasks: {', '.join(builtin_task_names())} "
             "(or give the path to a task YAML file)")
     return read_task_file(builtin)
 
@@ -95,7 +97,8 @@ def load_tasks(names_or_paths: Iterable[str | Path | TaskDefinition]) -> list[Ta
     multitask model which question it answers.
     """
     if isinstance(names_or_paths, (str, Path)):
-        raise TypeError(f"load_tasks takes a list of names or paths; got the single value {str(names_or_paths)!r}: "
+        raise TypeError("load_tasks takes a list of names or paths; "
+                        f"got the single value {str(names_or_paths)!r}: "
                         "use load_task, or wrap it in a list")
     tasks = [load_task(item) for item in names_or_paths]
     by_name: dict[str, TaskDefinition] = {}

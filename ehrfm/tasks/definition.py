@@ -24,7 +24,8 @@ Time rules (the labeler implements exactly these):
 >>> TaskDefinition.from_mapping({"name": "x", "prompt_token": "[TASK_001]", "trigerr": {}}, source="x.yaml")
 Traceback (most recent call last):
 ...
-ehrfm.tasks.definition.TaskDefinitionError: x.yaml: trigerr: unknown key 'trigerr' (did you mean 'trigger'?); allowed: name, description, prompt_token, trigger, observation, prediction_window, label, exclusions, sampling
+ehrfm.tasks.definition.TaskDefinitionError: x.yaml: trigerr: unknown key 'trigerr' (did you mean 'trigger'?);
+allowed: name, description, prompt_token, trigger, observation, prediction_window, label, exclusions, sampling
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class CodeMatch:
         """A boolean Polars expression: does ``column`` match? (Always false when empty.)
 
         >>> match = CodeMatch(codes=("MEDS_DEATH",), prefixes=("VISIT_END/",))
-        >>> pl.DataFrame({"code": ["MEDS_DEATH", "VISIT_END/IMP", "VISIT_START/IMP"]}).filter(match.expr())["code"].to_list()
+        >>> codes = pl.DataFrame({"code": ["MEDS_DEATH", "VISIT_END/IMP", "VISIT_START/IMP"]})
+        >>> codes.filter(match.expr())["code"].to_list()
         ['MEDS_DEATH', 'VISIT_END/IMP']
         """
         conditions = [pl.col(column).is_in(list(self.codes))] if self.codes else []
@@ -286,8 +288,9 @@ def _code_match(node: _Node, *, required: bool) -> CodeMatch:
 
 
 def _parse_task(root: _Node) -> TaskDefinition:
-    root.mapping(("name", "description", "prompt_token", "trigger", "observation", "prediction_window", "label",
-                  "exclusions", "sampling"), required=("name", "prompt_token", "trigger", "prediction_window", "label"))
+    root.mapping(("name", "description", "prompt_token", "trigger", "observation", "prediction_window",
+                  "label", "exclusions", "sampling"),
+                 required=("name", "prompt_token", "trigger", "prediction_window", "label"))
     name = _string(root.child("name"))
     if not _NAME.fullmatch(name):
         raise root.child("name").fail("expected lowercase letters, digits and '_', starting with a letter "
@@ -297,7 +300,8 @@ def _parse_task(root: _Node) -> TaskDefinition:
     prompt = root.child("prompt_token")
     prompt_token = _string(prompt)
     if prompt_token not in PROMPT_TOKENS:
-        raise prompt.fail(f"expected one of the tokenizer's reserved tokens {PROMPT_TOKENS[0]}..{PROMPT_TOKENS[-1]}")
+        raise prompt.fail("expected one of the tokenizer's reserved tokens "
+                          f"{PROMPT_TOKENS[0]}..{PROMPT_TOKENS[-1]}")
 
     node = root.child("trigger").mapping(("codes", "prefixes", "offset"), required=("offset",))
     offset = _duration(node.child("offset"))
@@ -317,7 +321,8 @@ def _parse_task(root: _Node) -> TaskDefinition:
         )
         if (observation.min_age_years is not None and observation.max_age_years is not None
                 and observation.min_age_years > observation.max_age_years):
-            raise node.child("max_age_years").fail(f"must be >= min_age_years ({observation.min_age_years:g})")
+            raise node.child("max_age_years").fail(
+                f"must be >= min_age_years ({observation.min_age_years:g})")
 
     node = root.child("prediction_window").mapping(("start", "end"), required=("end",))
     window = PredictionWindow(start=_duration(node.child("start"), dt.timedelta(0)),  # type: ignore[arg-type]
@@ -338,7 +343,8 @@ def _parse_task(root: _Node) -> TaskDefinition:
         history = node.child("history")
         if history.value is not None:
             history.mapping(("codes", "prefixes"))
-        exclusions = Exclusions(history=_code_match(history, required=False) if history.value is not None else CodeMatch(),
+        exclusions = Exclusions(history=(_code_match(history, required=False) if history.value is not None
+                                         else CodeMatch()),
                                 encounter_ended=_bool(node.child("encounter_ended"), False))
 
     node = root.child("sampling")
@@ -349,6 +355,6 @@ def _parse_task(root: _Node) -> TaskDefinition:
         sampling = Sampling(max_per_subject=_integer(node.child("max_per_subject"), minimum=1, nullable=True),
                             seed=_integer(node.child("seed"), minimum=0, nullable=True) or 0)
 
-    return TaskDefinition(name=name, description=description.strip(), prompt_token=prompt_token, trigger=trigger,
-                          window=window, label=label, observation=observation, exclusions=exclusions,
-                          sampling=sampling, source=root.source)
+    return TaskDefinition(name=name, description=description.strip(), prompt_token=prompt_token,
+                          trigger=trigger, window=window, label=label, observation=observation,
+                          exclusions=exclusions, sampling=sampling, source=root.source)

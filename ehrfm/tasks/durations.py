@@ -26,7 +26,8 @@ _UNITS: dict[str, dt.timedelta] = {
     "w": dt.timedelta(weeks=1),
 }
 # Units people often try that are either ambiguous ("m": minutes or months?) or not fixed.
-_REFUSED = {"m": "write 'min' for minutes or days for months, e.g. '30d'", "mo": "write days instead, e.g. '30d'",
+_REFUSED = {"m": "write 'min' for minutes or days for months, e.g. '30d'",
+            "mo": "write days instead, e.g. '30d'",
             "y": "write days instead, e.g. '365d'", "yr": "write days instead, e.g. '365d'"}
 _PATTERN = re.compile(r"(\d+)([a-z]+)")
 UNITS_HELP = "a whole number and one unit (s, min, h, d, w), e.g. '1s', '24h', '30d', '365d'"

@@ -16,7 +16,8 @@ Output layout::
 >>> meds = tempfile.mkdtemp()
 >>> _ = ehrfm.ingest_fhir(example_fhir_dir(), meds, workers=1, overwrite=True)
 >>> summary = label_meds_dataset(meds, ["mortality_1y"], tempfile.mkdtemp())
->>> list(summary["tasks"]["mortality_1y"]["splits"]), "censored" in summary["tasks"]["mortality_1y"]["all"]["excluded"]
+>>> task = summary["tasks"]["mortality_1y"]
+>>> list(task["splits"]), "censored" in task["all"]["excluded"]
 (['train', 'tuning', 'held_out'], True)
 """
 
@@ -64,7 +65,9 @@ def to_meds_labels(labels: pl.DataFrame) -> pa.Table:
 
 def _counts(candidates: pl.DataFrame) -> dict[str, Any]:
     kept = candidates.filter(pl.col(EXCLUDED_BY).is_null())
-    excluded = dict(candidates.filter(pl.col(EXCLUDED_BY).is_not_null()).group_by(EXCLUDED_BY).len().iter_rows())
+    excluded = dict(
+        candidates.filter(pl.col(EXCLUDED_BY).is_not_null()).group_by(EXCLUDED_BY).len().iter_rows()
+    )
     positives = int(kept[BOOLEAN_VALUE].sum())
     return {
         "rows": kept.height,
@@ -78,7 +81,8 @@ def _counts(candidates: pl.DataFrame) -> dict[str, Any]:
 
 def task_summary(task: TaskDefinition, candidates: pl.DataFrame) -> dict[str, Any]:
     """Counts for one task: over all subjects and per split (``candidates`` carries ``split``)."""
-    per_split = {str(name): _counts(part) for (name,), part in candidates.group_by(SPLIT, maintain_order=True)}
+    per_split = {str(name): _counts(part)
+                 for (name,), part in candidates.group_by(SPLIT, maintain_order=True)}
     order = {name: i for i, name in enumerate(SPLIT_ORDER)}
     return {
         "prompt_token": task.prompt_token,
@@ -112,14 +116,17 @@ def label_meds_dataset(
     events = scan_events(meds_dir)
     splits = read_splits(meds_dir, required=False)
     if splits.height == 0:
-        log.warning("%s has no subject splits: every subject is counted under %r in the summary", meds_dir, NO_SPLIT)
-    owned = [f"{t.name}.parquet" for t in definitions] + [f"{DETAILS_SUBDIR}/{t.name}.parquet" for t in definitions]
+        log.warning("%s has no subject splits: every subject is counted under %r in the summary",
+                    meds_dir, NO_SPLIT)
+    owned = ([f"{t.name}.parquet" for t in definitions]
+             + [f"{DETAILS_SUBDIR}/{t.name}.parquet" for t in definitions])
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
     (output / DETAILS_SUBDIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}
     for task in definitions:
         task_started = time.perf_counter()
-        candidates = candidate_table(task, events).join(splits, on=SUBJECT_ID, how="left", maintain_order="left")
+        candidates = candidate_table(task, events).join(splits, on=SUBJECT_ID, how="left",
+                                                        maintain_order="left")
         candidates = candidates.with_columns(pl.col(SPLIT).fill_null(NO_SPLIT))
         labels = candidates.filter(pl.col(EXCLUDED_BY).is_null())
         pq.write_table(to_meds_labels(labels), output / f"{task.name}.parquet")
@@ -143,7 +150,8 @@ def run_label(config: LabelConfig | Mapping[str, Any] | None = None, /, **settin
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A plain-text table of rows / positives / subjects per task and split, for the console."""
-    lines = [f"{'task':<28} {'split':<10} {'rows':>7} {'pos':>6} {'neg':>7} {'subjects':>8} {'censored':>8} {'sampled out':>11}"]
+    lines = [f"{'task':<28} {'split':<10} {'rows':>7} {'pos':>6} {'neg':>7} {'subjects':>8} "
+             f"{'censored':>8} {'sampled out':>11}"]
     for name, task in summary["tasks"].items():
         for split, c in [*task["splits"].items(), ("all", task["all"])]:
             lines.append(f"{name:<28} {split:<10} {c['rows']:>7} {c['positives']:>6} {c['negatives']:>7} "

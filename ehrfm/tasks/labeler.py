@@ -69,7 +69,8 @@ EXCLUSION_REASONS: tuple[str, ...] = (
     "after_death", "min_history", "min_age", "max_age", "no_encounter", "history", "encounter_ended",
     "duplicate_time", "censored", "sampling",
 )
-LABEL_COLUMNS: tuple[str, ...] = (SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE, OUTCOME_TIME, TRIGGER_TIME, ENCOUNTER_ID)
+LABEL_COLUMNS: tuple[str, ...] = (SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE, OUTCOME_TIME, TRIGGER_TIME,
+                                  ENCOUNTER_ID)
 CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     SUBJECT_ID: pl.Int64(),
     PREDICTION_TIME: pl.Datetime("us"),
@@ -128,7 +129,8 @@ def candidate_table(task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame) -
     """
     needs_encounter = task.label.same_encounter or task.exclusions.encounter_ended
     lazy = _events_lazy(events, needs_encounter).filter(pl.col(TIME).is_not_null())
-    trigger, label, history = task.trigger.match.expr(), task.label.match.expr(), task.exclusions.history.expr()
+    trigger, label, history = (task.trigger.match.expr(), task.label.match.expr(),
+                               task.exclusions.history.expr())
     relevant = trigger | label | history | _VISIT_END.expr()
     per_subject = lazy.group_by(SUBJECT_ID).agg(
         pl.col(TIME).max().alias("_last"),
@@ -165,7 +167,9 @@ def candidate_table(task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame) -
     seen = pl.col("_next").is_not_null() & (pl.col("_next") <= window_end)
     age = (pt - pl.col("_birth")).dt.total_microseconds() / (86_400e6 * _DAYS_PER_YEAR)
     obs = task.observation
-    checks: list[tuple[str, pl.Expr]] = [("after_death", pl.col("_death").is_not_null() & (pt >= pl.col("_death")))]
+    checks: list[tuple[str, pl.Expr]] = [
+        ("after_death", pl.col("_death").is_not_null() & (pt >= pl.col("_death")))
+    ]
     if obs.min_history > dt.timedelta(0):
         checks.append(("min_history", pl.col("_first").is_null() | (pt - pl.col("_first") < obs.min_history)))
     if obs.min_age_years is not None:
@@ -180,7 +184,8 @@ def candidate_table(task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame) -
         checks.append(("encounter_ended", pl.col("_ended").is_not_null()))
     rows = rows.with_columns(_first_reason(checks))
     # Among rows still in, the first of each (subject, time) stays; rows are sorted by encounter_id.
-    duplicate = pl.col(EXCLUDED_BY).is_null() & ~pl.struct(SUBJECT_ID, PREDICTION_TIME, EXCLUDED_BY).is_first_distinct()
+    duplicate = (pl.col(EXCLUDED_BY).is_null()
+                 & ~pl.struct(SUBJECT_ID, PREDICTION_TIME, EXCLUDED_BY).is_first_distinct())
     censored = ~seen & (window_end > pl.col("_last"))
     rows = rows.with_columns(
         pl.when(pl.col(EXCLUDED_BY).is_not_null()).then(EXCLUDED_BY)
@@ -213,7 +218,8 @@ def _sample(rows: pl.DataFrame, task: TaskDefinition) -> pl.DataFrame:
     kept = pl.col(EXCLUDED_BY).is_null()
     rank = pl.when(kept).then(pl.col("_key")).rank("ordinal").over(SUBJECT_ID)
     return rows.with_columns(keys.alias("_key")).with_columns(
-        pl.when(kept & (rank > limit)).then(pl.lit("sampling")).otherwise(pl.col(EXCLUDED_BY)).alias(EXCLUDED_BY)
+        pl.when(kept & (rank > limit)).then(pl.lit("sampling")).otherwise(pl.col(EXCLUDED_BY))
+        .alias(EXCLUDED_BY)
     )
 
 

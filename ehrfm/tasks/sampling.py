@@ -5,9 +5,11 @@ in NumPy, so the same seed keeps the same rows on every machine and every versio
 fate never depends on which other rows are present.
 
 >>> import datetime as dt, polars as pl
->>> frame = pl.DataFrame({"subject_id": [1, 1], "prediction_time": [dt.datetime(2020, 1, 1), dt.datetime(2021, 1, 1)]})
+>>> frame = pl.DataFrame({"subject_id": [1, 1],
+...                       "prediction_time": [dt.datetime(2020, 1, 1), dt.datetime(2021, 1, 1)]})
 >>> keys = stable_keys(frame["subject_id"], frame["prediction_time"], seed=0)
->>> keys.dtype, keys.n_unique(), keys.equals(stable_keys(frame["subject_id"], frame["prediction_time"], seed=0))
+>>> again = stable_keys(frame["subject_id"], frame["prediction_time"], seed=0)
+>>> keys.dtype, keys.n_unique(), keys.equals(again)
 (UInt64, 2, True)
 """
 

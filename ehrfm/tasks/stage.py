@@ -24,7 +24,8 @@ def run_label_stage(cfg: Any) -> dict[str, Any]:
     config = from_mapping(LabelConfig, values, where="label")
     log.info("labelling %s -> %s: %s", config.input, config.output, ", ".join(config.tasks))
     summary = run_label(config)
-    (Path(config.output) / "label_config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+    (Path(config.output) / "label_config.yaml").write_text(
+        yaml.safe_dump(to_mapping(config), sort_keys=False))
     print(summary_table(summary))
     print(f"labels: {config.output}/<task>.parquet   summary: {Path(config.output) / 'summary.json'}")
     return summary

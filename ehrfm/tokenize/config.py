@@ -6,7 +6,8 @@
 >>> TokenizeConfig(input="meds", output="tokens", tokenizer={"min_cnt": 10})
 Traceback (most recent call last):
 ...
-ehrfm.typed_config.ConfigError: tokenize: unknown key 'tokenizer.min_cnt' (did you mean 'tokenizer.min_count'?)
+ehrfm.typed_config.ConfigError: tokenize: unknown key 'tokenizer.min_cnt'
+(did you mean 'tokenizer.min_count'?)
 """
 
 from __future__ import annotations

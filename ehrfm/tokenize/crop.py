@@ -9,7 +9,8 @@ an orphan ``VALUE/*`` or ``TEXT/*`` token whose code was cut away.
 
 >>> import numpy as np
 >>> from ehrfm.tokenize.sequence_schema import TokenType as T
->>> types = np.array([T.SPECIAL, T.DEMOGRAPHIC, T.INTERVAL, T.VISIT_START, T.EVENT, T.VALUE, T.EVENT, T.VISIT_END])
+>>> types = np.array([T.SPECIAL, T.DEMOGRAPHIC, T.INTERVAL, T.VISIT_START, T.EVENT, T.VALUE, T.EVENT,
+...                   T.VISIT_END])
 >>> event_starts(types).tolist()
 [2, 4, 6, 7]
 >>> crop_positions(types, 6).tolist()   # prefix (2) + the newest whole events that fit in 4
@@ -63,8 +64,8 @@ def crop_positions(token_types: np.ndarray, length: int) -> np.ndarray:
         return np.arange(n)
     prefix = prefix_length(types)
     if prefix >= length:
-        raise ValueError(f"the patient prefix has {prefix} tokens, as many as or more than the context length "
-                         f"{length}: raise the context length")
+        raise ValueError(f"the patient prefix has {prefix} tokens, as many as or more than the "
+                         f"context length {length}: raise the context length")
     starts = event_starts(types)
     fitting = starts[starts >= n - (length - prefix)]
     first = int(fitting[0]) if len(fitting) else n

@@ -69,7 +69,9 @@ def load_code_descriptions(codes: CodesLike) -> dict[str, str]:
         if path.is_dir():
             path = path / code_metadata_filepath
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no code metadata file (expected a MEDS dir or its {code_metadata_filepath})")
+            raise FileNotFoundError(
+                f"{path}: no code metadata file (expected a MEDS dir or its {code_metadata_filepath})"
+            )
         codes = pl.read_parquet(path, columns=[CODE, DESCRIPTION])
     if CODE not in codes.columns or DESCRIPTION not in codes.columns:
         raise ValueError(f"code metadata needs columns {CODE!r} and {DESCRIPTION!r}; found {codes.columns}")
@@ -80,13 +82,19 @@ def load_code_descriptions(codes: CodesLike) -> dict[str, str]:
 def _one_sequence(sequence: Any) -> dict[str, Any]:
     if isinstance(sequence, pl.DataFrame):
         if sequence.height != 1:
-            raise ValueError(f"decode takes one sequence; got a frame with {sequence.height} rows (select one row)")
+            raise ValueError(
+                f"decode takes one sequence; got a frame with {sequence.height} rows (select one row)"
+            )
         sequence = sequence.row(0, named=True)
     if not isinstance(sequence, Mapping):
-        raise TypeError(f"decode takes a sequence row (dict or one-row DataFrame), got {type(sequence).__name__}")
+        raise TypeError(
+            f"decode takes a sequence row (dict or one-row DataFrame), got {type(sequence).__name__}"
+        )
     missing = [c for c in (INPUT_IDS, TIME_DAYS) if c not in sequence]
     if missing:
-        raise ValueError(f"sequence row lacks column(s) {missing}; pass a row of EventTokenizer.transform output")
+        raise ValueError(
+            f"sequence row lacks column(s) {missing}; pass a row of EventTokenizer.transform output"
+        )
     return dict(sequence)
 
 
@@ -121,8 +129,10 @@ def decode_frame(tokenizer: EventTokenizer, sequence: Any, codes: CodesLike = No
     )
     # days -> microseconds is exact after rounding: a float64 holds microsecond epochs exactly.
     micros = (pl.col(TIME_DAYS) * MICROSECONDS_PER_DAY).round(0)
-    time = pl.when(pl.col(TIME_DAYS).is_nan()).then(None).otherwise(micros).cast(pl.Int64).cast(pl.Datetime("us"))
-    return frame.with_columns(time.alias(TIME)).select(POSITION, TOKEN, TOKEN_TYPE, TIME, AGE_YEARS, VISIT_INDEX, DESCRIPTION)
+    time = (pl.when(pl.col(TIME_DAYS).is_nan()).then(None).otherwise(micros)
+            .cast(pl.Int64).cast(pl.Datetime("us")))
+    return frame.with_columns(time.alias(TIME)).select(POSITION, TOKEN, TOKEN_TYPE, TIME, AGE_YEARS,
+                                                       VISIT_INDEX, DESCRIPTION)
 
 
 def _bin_ranges(tokenizer: EventTokenizer) -> dict[str, list[tuple[str | None, list[float]]]]:
@@ -155,7 +165,8 @@ def _describe_bin(bin_number: int, ranges: list[tuple[str | None, list[float]]])
     return " or ".join(parts)
 
 
-_LINE_STARTERS = {TokenType.INTERVAL.name, TokenType.VISIT_START.name, TokenType.VISIT_END.name, TokenType.EVENT.name}
+_LINE_STARTERS = {TokenType.INTERVAL.name, TokenType.VISIT_START.name, TokenType.VISIT_END.name,
+                  TokenType.EVENT.name}
 
 
 def decode(tokenizer: EventTokenizer, sequence: Any, codes: CodesLike = None) -> str:

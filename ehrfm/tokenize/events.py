@@ -13,7 +13,8 @@ the column and the offending dtype or subject, instead of failing deep inside Po
 >>> prepare_events(raw.drop("code"), source="shard 0.parquet")
 Traceback (most recent call last):
 ...
-ehrfm.tokenize.errors.EventsFormatError: shard 0.parquet: MEDS events need column 'code'; found ['subject_id', 'time']
+ehrfm.tokenize.errors.EventsFormatError: shard 0.parquet: MEDS events need column 'code';
+found ['subject_id', 'time']
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def prepare_events(events: EventsLike, *, source: str = "events", row_index: boo
         _cast_numeric(schema.get(NUMERIC_VALUE), source),
     ]
     for name in (TEXT_VALUE, *EXTRA_COLUMNS):
-        exprs.append(_cast_string(name, schema[name], source) if name in schema else pl.lit(None, pl.String).alias(name))
+        exprs.append(_cast_string(name, schema[name], source) if name in schema
+                     else pl.lit(None, pl.String).alias(name))
     selected = lazy.select(exprs)
     return selected.with_row_index(ROW) if row_index else selected
 

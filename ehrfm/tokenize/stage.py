@@ -17,6 +17,8 @@ def run_tokenize_stage(cfg: Any) -> dict[str, Any]:
     """The whole ``ehrfm tokenize`` stage from the composed ``conf/tokenize.yaml``."""
     config = from_mapping(TokenizeConfig, stage_mapping(cfg, where="tokenize"), where="tokenize")
     summary = run_tokenize(config)
-    (Path(config.output) / "tokenize_config.yaml").write_text(yaml.safe_dump(to_mapping(config), sort_keys=False))
+    (Path(config.output) / "tokenize_config.yaml").write_text(
+        yaml.safe_dump(to_mapping(config), sort_keys=False)
+    )
     print_summary(summary)
     return summary

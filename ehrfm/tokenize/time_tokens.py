@@ -8,11 +8,13 @@ tokens let the sequence model see "how long since the last visit" as a word.
 >>> import numpy as np
 >>> gaps = np.array([1.5, 8.0, 27.9, 28.0, 200.0, 364.0, 365.0, 9000.0])
 >>> [INTERVAL_TOKENS[i] for i in interval_bucket(gaps)]
-['INTERVAL/W0', 'INTERVAL/W1', 'INTERVAL/W3', 'INTERVAL/M1', 'INTERVAL/M6', 'INTERVAL/M11', 'INTERVAL/LT', 'INTERVAL/LT']
+['INTERVAL/W0', 'INTERVAL/W1', 'INTERVAL/W3', 'INTERVAL/M1', 'INTERVAL/M6', 'INTERVAL/M11',
+ 'INTERVAL/LT', 'INTERVAL/LT']
 >>> birth_year_token(1983, 25), birth_year_token(None, 25)
 ('BIRTH_YEAR/1975', 'BIRTH_YEAR/unknown')
 >>> birth_year_tokens(25)
-['BIRTH_YEAR/unknown', 'BIRTH_YEAR/1875', 'BIRTH_YEAR/1900', 'BIRTH_YEAR/1925', 'BIRTH_YEAR/1950', 'BIRTH_YEAR/1975', 'BIRTH_YEAR/2000', 'BIRTH_YEAR/2025']
+['BIRTH_YEAR/unknown', 'BIRTH_YEAR/1875', 'BIRTH_YEAR/1900', 'BIRTH_YEAR/1925', 'BIRTH_YEAR/1950',
+ 'BIRTH_YEAR/1975', 'BIRTH_YEAR/2000', 'BIRTH_YEAR/2025']
 """
 
 from __future__ import annotations

@@ -115,7 +115,9 @@ def tokenize_dataset(
     for shard in shards:
         events = pl.read_parquet(shard)
         if SUBJECT_ID not in events.columns:
-            raise EventsFormatError(f"{shard}: MEDS events need column {SUBJECT_ID!r}; found {events.columns}")
+            raise EventsFormatError(
+                f"{shard}: MEDS events need column {SUBJECT_ID!r}; found {events.columns}"
+            )
         subjects = events.select(pl.col(SUBJECT_ID).cast(pl.Int64)).unique()
         seen_subjects.append(subjects[SUBJECT_ID])
         labelled = subjects.join(split_table, on=SUBJECT_ID, how="left")
@@ -136,8 +138,9 @@ def tokenize_dataset(
             target = output / data_subdirectory / str(split_name) / f"{shard.stem}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             part.drop(SPLIT).write_parquet(target)
-            s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0, "truncated_sequences": 0,
-                                                   "truncated_tokens": 0, "prefix_only_sequences": 0, "_lengths": []})
+            s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0,
+                                                   "truncated_sequences": 0, "truncated_tokens": 0,
+                                                   "prefix_only_sequences": 0, "_lengths": []})
             ids = part[INPUT_IDS].explode()
             s["sequences"] += part.height
             s["tokens"] += int(part[LENGTH].sum())
@@ -181,7 +184,8 @@ def tokenize_dataset(
     return summary
 
 
-def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
+def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /,
+                 **settings: Any) -> dict[str, Any]:
     """The ``ehrfm tokenize`` stage as a Python call; returns the summary.
 
     Takes a :class:`TokenizeConfig`, a mapping of its settings, or its settings as keywords.
@@ -194,16 +198,21 @@ def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /, **
     summary = tokenize_dataset(config.input, tokenizer, config.output, splits=config.splits,
                                max_length=config.history_tokens, overwrite=config.overwrite)
     if config.save_tokenizer_to:
-        EventTokenizer.from_pretrained(summary["tokenizer"]["saved_to"]).save_pretrained(config.save_tokenizer_to)
+        EventTokenizer.from_pretrained(summary["tokenizer"]["saved_to"]).save_pretrained(
+            config.save_tokenizer_to
+        )
         summary["tokenizer"]["also_saved_to"] = str(config.save_tokenizer_to)
     return summary
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     print(f"tokenized {summary['meds_dir']} -> {summary['output_dir']} "
-          f"(vocab {summary['tokenizer']['vocab_size']}, max_length {summary['max_length']}, {summary['seconds']} s)")
-    print(f"{'split':<10} {'sequences':>10} {'tokens':>12} {'p50':>7} {'p90':>7} {'max':>7} {'unk rate':>9} {'truncated':>9}")
+          f"(vocab {summary['tokenizer']['vocab_size']}, max_length {summary['max_length']}, "
+          f"{summary['seconds']} s)")
+    print(f"{'split':<10} {'sequences':>10} {'tokens':>12} {'p50':>7} {'p90':>7} {'max':>7} "
+          f"{'unk rate':>9} {'truncated':>9}")
     for name, s in summary["splits"].items():
         length = s["length"]
-        print(f"{name:<10} {s['sequences']:>10} {s['tokens']:>12} {length.get('p50', 0):>7.0f} {length.get('p90', 0):>7.0f} "
+        print(f"{name:<10} {s['sequences']:>10} {s['tokens']:>12} {length.get('p50', 0):>7.0f} "
+              f"{length.get('p90', 0):>7.0f} "
               f"{length.get('max', 0):>7} {s['unk_rate']:>9.4f} {s['truncated_sequences']:>9}")

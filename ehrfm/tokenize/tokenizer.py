@@ -16,7 +16,8 @@ artifact contract (``save_pretrained`` writes a directory, ``from_pretrained`` r
 >>> tok = EventTokenizer(min_count=1, min_values_for_bins=1).fit(events)
 >>> seq = tok.transform(events)
 >>> tok.convert_ids_to_tokens(seq["input_ids"][0])
-['[CLS]', 'GENDER/female', 'BIRTH_YEAR/1980', 'MEDS_BIRTH', 'INTERVAL/LT', 'VISIT_START/AMB', 'LOINC/8302-2', 'VALUE/Q01', 'VISIT_END/AMB']
+['[CLS]', 'GENDER/female', 'BIRTH_YEAR/1980', 'MEDS_BIRTH', 'INTERVAL/LT', 'VISIT_START/AMB',
+ 'LOINC/8302-2', 'VALUE/Q01', 'VISIT_END/AMB']
 >>> [round(a, 2) for a in seq["age_years"][0]][-1], seq["visit_index"][0].to_list()
 (39.67, [0, 0, 0, 0, 1, 1, 1, 1, 1])
 """
@@ -171,7 +172,8 @@ class EventTokenizer:
         if stats["null_keys"]:
             nulls = lazy.filter(pl.col(SUBJECT_ID).is_null() | pl.col(CODE).is_null()).head(1).collect()
             check_no_null_keys(nulls, source="fit events")
-        bins = fit_value_bins(lazy.filter(pl.col(TIME).is_not_null()), rules.num_value_bins, int(self.min_values_for_bins))
+        bins = fit_value_bins(lazy.filter(pl.col(TIME).is_not_null()), rules.num_value_bins,
+                              int(self.min_values_for_bins))
         counts = learnable_token_counts(lazy, BinTable.from_frame(bins), rules)
         self.vocabulary_ = Vocabulary.build(
             num_task_tokens=int(self.num_task_tokens),
@@ -199,7 +201,8 @@ class EventTokenizer:
                 "EventTokenizer.from_pretrained(directory) before using it."
             )
 
-    def transform(self, events: EventsLike, *, cutoff: Cutoff = None, max_length: int | None = None) -> pl.DataFrame:
+    def transform(self, events: EventsLike, *, cutoff: Cutoff = None,
+                  max_length: int | None = None) -> pl.DataFrame:
         """Tokenize every subject in ``events``; one row per sequence (``SEQUENCE_SCHEMA``).
 
         ``cutoff`` guards against label leakage: only events strictly before it are used.
@@ -316,7 +319,9 @@ class EventTokenizer:
                 "vocab_size": len(self.vocabulary_),
             },
         }
-        (directory / CONFIG_FILE).write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        (directory / CONFIG_FILE).write_bytes(
+            orjson.dumps(config, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
         self.vocabulary_.save(directory / VOCAB_FILE)
         save_value_bins(self.value_bins_, directory / BINS_FILE)
         return directory
@@ -351,7 +356,9 @@ class EventTokenizer:
         bins_path = directory / files.get("value_bins", BINS_FILE)
         for path in (vocab_path, bins_path):
             if not path.is_file():
-                raise MissingTokenizerFileError(f"{path}: missing; a saved tokenizer needs {CONFIG_FILE}, {VOCAB_FILE}, {BINS_FILE}")
+                raise MissingTokenizerFileError(
+                    f"{path}: missing; a saved tokenizer needs {CONFIG_FILE}, {VOCAB_FILE}, {BINS_FILE}"
+                )
         vocab = Vocabulary.load(vocab_path)
         expected = Vocabulary.build(
             num_task_tokens=int(tokenizer.num_task_tokens),
@@ -361,7 +368,8 @@ class EventTokenizer:
         ).tokens
         if vocab.tokens[: len(expected)] != expected:
             first_bad = next(
-                (i for i, (a, b) in enumerate(zip(vocab.tokens, expected)) if a != b), min(len(vocab), len(expected))
+                (i for i, (a, b) in enumerate(zip(vocab.tokens, expected)) if a != b),
+                min(len(vocab), len(expected)),
             )
             raise TokenizerFormatError(
                 f"{vocab_path}: fixed tokens do not match the parameters in {CONFIG_FILE} "
@@ -387,11 +395,15 @@ def _apply_cutoff(events: pl.DataFrame, cutoff: Cutoff) -> tuple[pl.DataFrame, p
             events.select(SUBJECT_ID)
             .unique()
             .sort(SUBJECT_ID)
-            .with_columns(pl.col(SUBJECT_ID).alias(SEQ), pl.lit(cutoff, pl.Datetime("us")).alias(PREDICTION_TIME))
+            .with_columns(pl.col(SUBJECT_ID).alias(SEQ),
+                          pl.lit(cutoff, pl.Datetime("us")).alias(PREDICTION_TIME))
         )
         return events.with_columns(pl.col(SUBJECT_ID).alias(SEQ)), sequences
     if not isinstance(cutoff, pl.DataFrame):
-        raise TypeError(f"cutoff must be None, a datetime, or a DataFrame of {SUBJECT_ID}/{PREDICTION_TIME}; got {type(cutoff).__name__}")
+        raise TypeError(
+            f"cutoff must be None, a datetime, or a DataFrame of {SUBJECT_ID}/{PREDICTION_TIME}; "
+            f"got {type(cutoff).__name__}"
+        )
     for column in (SUBJECT_ID, PREDICTION_TIME):
         if column not in cutoff.columns:
             raise EventsFormatError(f"cutoff frame needs column {column!r}; found {cutoff.columns}")
@@ -419,14 +431,18 @@ def _jsonable(value: Any) -> Any:
     """Plain JSON types for parameters (Hydra passes ListConfig; tuples become lists)."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+    if isinstance(value, (list, tuple)) or (
+        hasattr(value, "__iter__") and not isinstance(value, (str, bytes))
+    ):
         return [_jsonable(v) for v in value]
     return value
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise MissingTokenizerFileError(f"{path}: missing; is {path.parent} a directory written by save_pretrained?")
+        raise MissingTokenizerFileError(
+            f"{path}: missing; is {path.parent} a directory written by save_pretrained?"
+        )
     try:
         data = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as err:
@@ -456,7 +472,9 @@ def _resolve_tokenizer_dir(name_or_directory: str | Path) -> Path:
     if shipped is not None and len(path.parts) == 1 and (shipped / path).is_dir():
         return shipped / path
     names = sorted(p.name for p in shipped.iterdir() if (p / CONFIG_FILE).is_file()) if shipped else []
-    raise MissingTokenizerFileError(f"{path}: no such tokenizer directory; shipped tokenizers: {names or 'none'}")
+    raise MissingTokenizerFileError(
+        f"{path}: no such tokenizer directory; shipped tokenizers: {names or 'none'}"
+    )
 
 
 __all__ = ["CONFIG_FILE", "FORMAT_VERSION", "EventTokenizer", "MissingTokenizerFileError", "SEQUENCE_SCHEMA"]

@@ -10,7 +10,8 @@ distinct values (a 0/1 flag) gets as many bins as it has distinct cut points. A 
 to bin ``1 + #{edges < v}``, i.e. numpy's ``searchsorted(edges, v, side="left")`` plus one.
 
 >>> import polars as pl
->>> values = pl.DataFrame({"code": ["LOINC/x"] * 4, "unit": ["mg"] * 4, "numeric_value": [1.0, 2.0, 3.0, 4.0]})
+>>> values = pl.DataFrame({"code": ["LOINC/x"] * 4, "unit": ["mg"] * 4,
+...                        "numeric_value": [1.0, 2.0, 3.0, 4.0]})
 >>> bins = fit_value_bins(values.lazy(), num_bins=2, min_values=4)
 >>> bins.select("code", "unit", "count", "edges").row(0)
 ('LOINC/x', 'mg', 4, [2.5])
@@ -90,7 +91,8 @@ def fit_value_bins(events: pl.LazyFrame, num_bins: int, min_values: int) -> pl.D
     # does as a radix sort when keys fit 16 bits; twice as fast as np.lexsort here.
     by_value = np.argsort(value)
     keys = pair[by_value]
-    order = by_value[np.argsort(keys.astype(np.uint16) if keys.size and keys.max() < 2**16 else keys, kind="stable")]
+    order = by_value[np.argsort(keys.astype(np.uint16) if keys.size and keys.max() < 2**16 else keys,
+                                kind="stable")]
     ordered = value[order]
     pairs, starts, counts = np.unique(pair[order], return_index=True, return_counts=True)
     probs = np.asarray([i / num_bins for i in range(1, num_bins)])
@@ -104,13 +106,17 @@ def fit_value_bins(events: pl.LazyFrame, num_bins: int, min_values: int) -> pl.D
     distinct &= (counts >= min_values)[:, None]
     offsets = np.zeros(len(pairs) + 1, dtype=np.int64)
     np.cumsum(distinct.sum(axis=1), out=offsets[1:])
-    edges = pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(quantiles[distinct], pa.float64())))
+    edges = pl.from_arrow(
+        pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(quantiles[distinct], pa.float64()))
+    )
     n_units = max(len(units), 1)
-    unit = units.gather(pl.Series(pairs % n_units, dtype=pl.Int64)) if len(units) else pl.Series([], dtype=pl.String)
+    unit = (units.gather(pl.Series(pairs % n_units, dtype=pl.Int64)) if len(units)
+            else pl.Series([], dtype=pl.String))
     return (
         pl.DataFrame(
             {
-                CODE: codes.gather(pl.Series(pairs // n_units, dtype=pl.Int64)) if len(codes) else pl.Series([], dtype=pl.String),
+                CODE: (codes.gather(pl.Series(pairs // n_units, dtype=pl.Int64)) if len(codes)
+                       else pl.Series([], dtype=pl.String)),
                 UNIT: unit,
                 COUNT: pl.Series(counts, dtype=pl.Int64),
                 EDGES: edges,
@@ -141,7 +147,9 @@ class BinTable:
         for k, row in enumerate(binned[EDGES].to_list()):  # one pass over keys, not events
             edges[k, : len(row)] = row
         keys = binned.select(
-            CODE, pl.col(UNIT).fill_null("").alias(_UNIT_KEY), pl.int_range(pl.len(), dtype=pl.Int64).alias(_KEY)
+            CODE,
+            pl.col(UNIT).fill_null("").alias(_UNIT_KEY),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(_KEY),
         )
         return cls(keys=keys, edges=edges)
 
@@ -151,7 +159,8 @@ class BinTable:
         distinct, code_index = distinct_index(codes)
         return self.assign_indexed(code_index, distinct, units, values)
 
-    def assign_indexed(self, code_index: np.ndarray, codes: pl.Series, units: pl.Series, values: pl.Series) -> np.ndarray:
+    def assign_indexed(self, code_index: np.ndarray, codes: pl.Series, units: pl.Series,
+                       values: pl.Series) -> np.ndarray:
         """:meth:`assign` for rows whose code is given as an index into distinct ``codes``.
 
         Strings are matched once per distinct (code, unit) pair, not once per row.
@@ -169,18 +178,27 @@ class BinTable:
         pair = code_index[rows] * n_units + unit_index
         if len(codes) * n_units <= DENSE_PAIR_LIMIT:
             present = self.keys.join(
-                pl.DataFrame({CODE: codes, "_code_index": pl.int_range(len(codes), eager=True, dtype=pl.Int64)}), on=CODE
+                pl.DataFrame(
+                    {CODE: codes, "_code_index": pl.int_range(len(codes), eager=True, dtype=pl.Int64)}
+                ),
+                on=CODE,
             ).join(
-                pl.DataFrame({_UNIT_KEY: unit_names, "_unit_index": pl.int_range(n_units, eager=True, dtype=pl.Int64)}),
+                pl.DataFrame(
+                    {_UNIT_KEY: unit_names, "_unit_index": pl.int_range(n_units, eager=True, dtype=pl.Int64)}
+                ),
                 on=_UNIT_KEY,
             )
             table = np.full(len(codes) * n_units, -1, dtype=np.int64)
-            table[(present["_code_index"] * n_units + present["_unit_index"]).to_numpy()] = present[_KEY].to_numpy()
+            table[(present["_code_index"] * n_units + present["_unit_index"]).to_numpy()] = (
+                present[_KEY].to_numpy()
+            )
             key = table[pair]
         else:
             pairs, inverse = np.unique(pair, return_inverse=True)
-            wanted = pl.DataFrame({CODE: codes.gather(pl.Series(pairs // n_units)), _UNIT_KEY: unit_names.gather(pl.Series(pairs % n_units))})
-            key = wanted.join(self.keys, on=[CODE, _UNIT_KEY], how="left", maintain_order="left")[_KEY].fill_null(-1).to_numpy()[inverse]
+            wanted = pl.DataFrame({CODE: codes.gather(pl.Series(pairs // n_units)),
+                                   _UNIT_KEY: unit_names.gather(pl.Series(pairs % n_units))})
+            key = (wanted.join(self.keys, on=[CODE, _UNIT_KEY], how="left", maintain_order="left")[_KEY]
+                   .fill_null(-1).to_numpy()[inverse])
         found = key >= 0
         binned = np.zeros(rows.size, dtype=np.int32)
         edges, probe = self.edges[key[found]], value[rows[found]]
@@ -194,7 +212,8 @@ class BinTable:
 
 def value_token_ids(bin_numbers: np.ndarray, token_id: Callable[[str], int], num_bins: int) -> np.ndarray:
     """Token ids for :meth:`BinTable.assign` output (-1 where there is no value)."""
-    table = np.asarray([token_id(VALUE_FALLBACK_TOKEN)] + [token_id(t) for t in value_tokens(num_bins)[:-1]], dtype=np.int32)
+    table = np.asarray([token_id(VALUE_FALLBACK_TOKEN)] + [token_id(t) for t in value_tokens(num_bins)[:-1]],
+                       dtype=np.int32)
     return np.where(bin_numbers >= 0, table[np.maximum(bin_numbers, 0)], -1).astype(np.int32)
 
 
@@ -236,7 +255,9 @@ def load_value_bins(path: Path) -> pl.DataFrame:
             raise TokenizerFormatError(f"{path}: entry {i} must have code, unit, count, edges; got {rec!r}")
         edges = rec["edges"]
         if not isinstance(edges, list) or any(b <= a for a, b in zip(edges, edges[1:])):
-            raise TokenizerFormatError(f"{path}: entry {i} ({rec['code']!r}) edges must be strictly increasing")
+            raise TokenizerFormatError(
+                f"{path}: entry {i} ({rec['code']!r}) edges must be strictly increasing"
+            )
     return pl.DataFrame(
         {
             CODE: [r["code"] for r in records],

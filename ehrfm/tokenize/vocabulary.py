@@ -14,7 +14,8 @@ Layout (ids in this order, so the fixed tokens keep their ids whatever the data)
 >>> vocab = Vocabulary.build(num_task_tokens=2, structural=["INTERVAL/LT"],
 ...                          learned_counts={"LOINC/1-8": 7, "SNOMED/2": 1}, min_count=2)
 >>> vocab.tokens
-['[PAD]', '[CLS]', '[UNK]', '[MASK]', '[TASK_000]', '[TASK_001]', 'INTERVAL/LT', '[UNK:LOINC]', '[UNK:SNOMED]', 'LOINC/1-8']
+['[PAD]', '[CLS]', '[UNK]', '[MASK]', '[TASK_000]', '[TASK_001]', 'INTERVAL/LT', '[UNK:LOINC]',
+ '[UNK:SNOMED]', 'LOINC/1-8']
 >>> vocab.id_of("SNOMED/2") == vocab.id_of("[UNK:SNOMED]")
 True
 """
@@ -73,7 +74,9 @@ class Vocabulary:
         index: dict[str, int] = {}
         for i, tok in enumerate(self.tokens):
             if tok in index:
-                raise TokenizerFormatError(f"token {tok!r} appears twice in the vocabulary (ids {index[tok]} and {i})")
+                raise TokenizerFormatError(
+                    f"token {tok!r} appears twice in the vocabulary (ids {index[tok]} and {i})"
+                )
             index[tok] = i
         object.__setattr__(self, "_index", index)
 
@@ -150,12 +153,18 @@ class Vocabulary:
                 rec = orjson.loads(line)
                 tok, kind, count, rid = rec["token"], rec["kind"], rec["count"], rec["id"]
             except (orjson.JSONDecodeError, KeyError, TypeError) as err:
-                raise TokenizerFormatError(f"{path}:{lineno}: expected {{id, token, kind, count}}, got {line[:80]!r}") from err
+                raise TokenizerFormatError(
+                    f"{path}:{lineno}: expected {{id, token, kind, count}}, got {line[:80]!r}"
+                ) from err
             if rid != len(tokens):
-                raise TokenizerFormatError(f"{path}:{lineno}: id {rid!r} out of order (expected {len(tokens)})")
+                raise TokenizerFormatError(
+                    f"{path}:{lineno}: id {rid!r} out of order (expected {len(tokens)})"
+                )
             tokens.append(tok)
             kinds.append(kind)
             counts.append(int(count))
         if tokens[: len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
-            raise TokenizerFormatError(f"{path}: must start with {list(SPECIAL_TOKENS)}, starts with {tokens[:4]}")
+            raise TokenizerFormatError(
+                f"{path}: must start with {list(SPECIAL_TOKENS)}, starts with {tokens[:4]}"
+            )
         return cls(tokens=tokens, kinds=kinds, counts=counts)

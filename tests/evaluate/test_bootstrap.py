@@ -70,7 +70,8 @@ def test_weights_score_like_an_explicit_resample() -> None:
     w = next(bootstrap_weights(subjects, n_bootstrap=1, seed=9))[0]
     _, row_subject = subject_index(subjects)
     drawn_counts = w[np.unique(row_subject, return_index=True)[1]].astype(int)
-    resample = np.concatenate([np.tile(np.flatnonzero(row_subject == s), c) for s, c in enumerate(drawn_counts)])
+    resample = np.concatenate([np.tile(np.flatnonzero(row_subject == s), c)
+                               for s, c in enumerate(drawn_counts)])
     assert resample.size == y.size
     expected = binary_metrics(y[resample], p[resample])
     for name, value in binary_metrics(y, p, w).items():

@@ -113,3 +113,19 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
     assert results and (evaluation / "results.md").read_text().count("|") > 10
     for task in tasks:
         assert (evaluation / f"{task}_roc.png").is_file() and (evaluation / f"{task}_calibration.png").is_file()
+    # Each head's model directory is a bundle; evaluation applied its saved calibrators and filled
+    # in the card's held-out results.
+    from ehrfm.predict.bundle import read_calibrators, read_card
+
+    for head in ("task_shared", "task_per_task"):
+        bundle = out / head / "model"
+        assert sorted(p.stem for p in (bundle / "tasks").glob("*.yaml")) == sorted(tasks)
+        saved = read_calibrators(bundle, tasks)
+        card = read_card(bundle)
+        assert card["held_out"]["results"] and "| task |" in (bundle / "model_card.md").read_text()
+        assert card["training_data"]["code_vocabulary_size"] == EventTokenizer.from_pretrained(
+            bundle / "tokenizer").vocab_size
+        for row in results["results"]:
+            if row["model"] == f"mamba_mtf_{head}":
+                assert row["calibrator"]["params"] == saved[row["task"]].params()
+                assert "saved in the model bundle" in row["note"]

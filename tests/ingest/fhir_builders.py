@@ -139,7 +139,8 @@ def condition(cid: str = "c1", subject: str = "Patient/p1", *, code: str = "4405
     resource: dict[str, Any] = {
         "resourceType": "Condition", "id": cid,
         "clinicalStatus": concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
-        "verificationStatus": concept("http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed"),
+        "verificationStatus": concept("http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                      "confirmed"),
         "code": concept(SNOMED, code, display), "subject": ref(subject),
     }
     resource.update(extra)

@@ -99,7 +99,8 @@ def test_truncated_json_gz_bundle(tmp_path: Path) -> None:
     src = tmp_path / "in" / "bundle.json.gz"
     src.parent.mkdir()
     src.write_bytes(data[: len(data) // 2])
-    intact = write_json(tmp_path / "in" / "other.json", bundle(patient("p2"), observation("q1", "urn:uuid:p2")))
+    intact = write_json(tmp_path / "in" / "other.json",
+                        bundle(patient("p2"), observation("q1", "urn:uuid:p2")))
 
     run = ingest(tmp_path / "in", tmp_path / "out")
 
@@ -223,7 +224,8 @@ def test_invalid_date(tmp_path: Path) -> None:
     ])
     run = ingest(src, tmp_path / "out")
     row = run.only_reject("invalid date")
-    assert (row["location"], row["resource_type"], row["resource_id"]) == ("line 2", "Observation", "o-bad-date")
+    assert (row["location"], row["resource_type"], row["resource_id"]) == (
+        "line 2", "Observation", "o-bad-date")
     assert "Observation.effectiveDateTime" in row["detail"] and "'2020-13-45'" in row["detail"]
     assert run.summary.written == {"Observation": 1, "Patient": 1}
 
@@ -322,7 +324,8 @@ def test_duplicate_ids_across_files_first_sorted_file_wins(tmp_path: Path) -> No
     run = ingest(tmp_path / "in", tmp_path / "out")
 
     assert _values(run) == {"o1": 1.0}
-    assert run.summary.rejected == {"Observation": {"duplicate resource": 1}, "Patient": {"duplicate resource": 1}}
+    assert run.summary.rejected == {"Observation": {"duplicate resource": 1},
+                                    "Patient": {"duplicate resource": 1}}
     rows = {r["resource_type"]: r for r in run.reject_rows("duplicate resource")}
     assert rows["Observation"]["source_file"] == _src(later)
     assert rows["Observation"]["location"] == "line 1"
@@ -370,7 +373,8 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
 
 
 def test_non_utf8_bytes_in_a_bundle_file(tmp_path: Path) -> None:
-    raw = orjson.dumps(bundle(patient("p1"), observation("o1", "urn:uuid:p1", value=None, valueString="Caf_")))
+    raw = orjson.dumps(bundle(patient("p1"),
+                              observation("o1", "urn:uuid:p1", value=None, valueString="Caf_")))
     src = tmp_path / "b.json"
     src.write_bytes(raw.replace(b"Caf_", b"Caf\xe9"))
     run = ingest(src, tmp_path / "out")
@@ -394,7 +398,8 @@ def _claim() -> dict:
             "patient": ref("Patient/p1"), "created": "2020-03-04T10:00:00Z",
             "type": concept("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
             "priority": concept("http://terminology.hl7.org/CodeSystem/processpriority", "normal"),
-            "provider": ref("Organization/org1"), "insurance": [], "total": {"value": 10.0, "currency": "USD"}}
+            "provider": ref("Organization/org1"), "insurance": [],
+            "total": {"value": 10.0, "currency": "USD"}}
 
 
 def test_claim_is_skipped_by_type_and_counted(tmp_path: Path) -> None:
@@ -438,7 +443,8 @@ def test_unmapped_type_rejected_when_configured(tmp_path: Path) -> None:
 def test_strict_mode_rejects_r4_invalid_resources_and_keeps_valid_ones(tmp_path: Path) -> None:
     no_status = observation("o-nostatus")
     del no_status["status"]
-    r5_class = encounter("e-r5", **{"class": [concept("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB")]})
+    r5_class = encounter("e-r5",
+                         **{"class": [concept("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB")]})
     src = write_ndjson(tmp_path / "x.ndjson", [
         patient("p1"), encounter("e1"), observation("o1"), no_status,
         observation("o-extra", valueX=1), r5_class,
@@ -493,9 +499,11 @@ def _mixed_bad_directory(root: Path) -> Path:
     folder = root / "mixed"
     write_ndjson(folder / "Patient.ndjson", [patient("p1"), patient("p2", gender="male"), "{not json"])
     write_ndjson(folder / "Observation.ndjson", [
-        observation("o1"), observation("o2", "Patient/p2", value="12 mg"), observation("o3", effective="2020-13-45"),
+        observation("o1"), observation("o2", "Patient/p2", value="12 mg"),
+        observation("o3", effective="2020-13-45"),
         observation("o4", "Patient/ghost"), "[1]", b'{"resourceType":"Observation","id":"x\xff"}',
-        {"resourceType": "Foo", "id": "f1"}, _claim(), _care_plan(), observation("o5", "Patient/p2", value=3.0),
+        {"resourceType": "Foo", "id": "f1"}, _claim(), _care_plan(),
+        observation("o5", "Patient/p2", value=3.0),
     ])
     write_ndjson(folder / "dupes.ndjson", [observation("o1", value=9.0)])
     (folder / "empty.ndjson").write_bytes(b"")
@@ -561,7 +569,8 @@ def test_medication_descriptions_do_not_depend_on_chunk_size(tmp_path: Path) -> 
                 "code": concept("http://www.nlm.nih.gov/research/umls/rxnorm", "314076", display)}
 
     mr = {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order",
-          "subject": ref("Patient/p0"), "authoredOn": "2020-01-01T00:00:00Z", "medicationReference": ref("Medication/m1")}
+          "subject": ref("Patient/p0"), "authoredOn": "2020-01-01T00:00:00Z",
+          "medicationReference": ref("Medication/m1")}
     lines = [patient("p0"), patient("p1"), med("m1", "first display"), mr]
     lines += [patient(f"p{i}") for i in range(2, 6)] + [med("m2", "second display"), patient("p6")]
     src = write_ndjson(tmp_path / "x.ndjson", lines)
@@ -606,12 +615,14 @@ def test_wrongly_typed_field_does_not_crash_the_run(tmp_path: Path, case: str) -
 
 def test_strict_mode_contained_resource_with_unknown_type_does_not_crash(tmp_path: Path) -> None:
     mr = {"resourceType": "MedicationRequest", "id": "mr-typo", "status": "active", "intent": "order",
-          "subject": ref("Patient/p1"), "authoredOn": "2020-01-01T00:00:00Z", "medicationReference": ref("#m"),
+          "subject": ref("Patient/p1"), "authoredOn": "2020-01-01T00:00:00Z",
+          "medicationReference": ref("#m"),
           "contained": [{"resourceType": "Medicaton", "id": "m",
                          "code": concept("http://www.nlm.nih.gov/research/umls/rxnorm", "314076")}]}
     src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), observation("o1"), mr])
     run = ingest(src, tmp_path / "out", strict=True)
     row = run.only_reject("strict validation failed")
-    assert (row["location"], row["resource_type"], row["resource_id"]) == ("line 3", "MedicationRequest", "mr-typo")
+    assert (row["location"], row["resource_type"], row["resource_id"]) == (
+        "line 3", "MedicationRequest", "mr-typo")
     assert "Medicaton" in row["detail"]
     assert run.summary.written == {"Observation": 1, "Patient": 1}

@@ -121,6 +121,7 @@ def test_bulk_notes_are_decoded_and_the_log_file_is_accounted_for(
     assert log_rows.height == 4 and set(log_rows["reason"]) == {"missing resourceType"}
     assert log_rows["location"].to_list() == ["line 1", "line 2", "line 3", "line 4"]
     # Times with -04:00/-05:00 offsets are stored in UTC.
-    first = json.loads((shared_data / "synthea-bulk-notes" / "DocumentReference.000.ndjson").open().readline())
+    first = json.loads(
+        (shared_data / "synthea-bulk-notes" / "DocumentReference.000.ndjson").open().readline())
     row = notes.filter(pl.col("resource_id") == first["id"])
     assert row["time"].item().isoformat(timespec="milliseconds") == "1987-11-19T05:22:16.824"

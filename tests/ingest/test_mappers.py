@@ -102,8 +102,8 @@ def test_patient_deceased_boolean_and_race_text_only(tmp_path: Path) -> None:
 # -- Encounter -------------------------------------------------------------------------------
 
 def test_encounter(tmp_path: Path) -> None:
-    enc = encounter("enc-1", "Patient/pat-1", start="2020-03-04T10:00:00-05:00", end="2020-03-04T10:30:00-05:00",
-                    klass="AMB")
+    enc = encounter("enc-1", "Patient/pat-1", start="2020-03-04T10:00:00-05:00",
+                    end="2020-03-04T10:30:00-05:00", klass="AMB")
     enc["class"]["display"] = "ambulatory"
     inpatient = encounter("enc-2", "Patient/pat-1", start="2021-01-01T00:00:00Z", end=None, klass="IMP")
     run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), enc, inpatient]), tmp_path / "out")
@@ -142,7 +142,8 @@ def test_condition_time_onset_then_recorded_then_encounter(tmp_path: Path) -> No
 
     assert events(run, "c-onset") == [
         ("SNOMED/44054006", ts("2019-01-02T03:04:05"), None, None, None, "enc-1")]
-    assert events(run, "c-recorded") == [("SNOMED/44054006", ts("2018-05-06T05:08:09"), None, None, None, None)]
+    assert events(run, "c-recorded") == [
+        ("SNOMED/44054006", ts("2018-05-06T05:08:09"), None, None, None, None)]
     assert events(run, "c-enc") == [("SNOMED/15777000", ts("2020-03-04T10:00:00"), None, None, None, "enc-1")]
     assert events(run, "c-period", columns=("time",)) == [(ts("2017-06-01T00:00:00"),)]
     assert run.description("SNOMED/44054006") == "Diabetes mellitus type 2 (disorder)"
@@ -159,7 +160,8 @@ def test_condition_takes_start_of_encounter_in_another_ndjson_file(tmp_path: Pat
     ])
     for workers in (1, 2):
         run = ingest(tmp_path / "in", tmp_path / f"out{workers}", workers=workers)
-        assert events(run, "c-1") == [("SNOMED/44054006", ts("2022-12-01T02:30:00"), None, None, None, "enc-9")]
+        assert events(run, "c-1") == [
+            ("SNOMED/44054006", ts("2022-12-01T02:30:00"), None, None, None, "enc-9")]
 
 
 def test_condition_in_a_bundle_takes_its_encounter_start_by_urn(tmp_path: Path) -> None:
@@ -179,7 +181,8 @@ def test_condition_without_any_time_or_encounter_is_rejected(tmp_path: Path) -> 
 
 
 def test_condition_whose_encounter_is_missing_is_rejected_not_timeless(tmp_path: Path) -> None:
-    src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), condition("c-x", encounter=ref("Encounter/nope"))])
+    src = write_ndjson(tmp_path / "x.ndjson",
+                       [patient("p1"), condition("c-x", encounter=ref("Encounter/nope"))])
     run = ingest(src, tmp_path / "out")
     row = run.only_reject("missing time")
     assert (row["location"], row["resource_type"], row["resource_id"]) == ("line 2", "Condition", "c-x")
@@ -190,16 +193,18 @@ def test_condition_whose_encounter_is_missing_is_rejected_not_timeless(tmp_path:
 # -- Observation -----------------------------------------------------------------------------
 
 def test_observation_values(tmp_path: Path) -> None:
-    quantity = observation("o-qty", "Patient/pat-1", code="2339-0", display="Glucose", value=98.5, unit="mg/dL",
-                           encounter=ref("Encounter/enc-1"))
+    quantity = observation("o-qty", "Patient/pat-1", code="2339-0", display="Glucose", value=98.5,
+                           unit="mg/dL", encounter=ref("Encounter/enc-1"))
     coded = observation("o-cc", "Patient/pat-1", code="72166-2", display="Tobacco smoking status", value=None,
                         valueCodeableConcept=concept(SNOMED, "266919005", "Never smoked tobacco (finding)"))
     text = observation("o-str", "Patient/pat-1", code="8867-4", value=None, valueString="regular rhythm")
     yes = observation("o-true", "Patient/pat-1", code="11111-1", value=None, valueBoolean=True)
-    no = observation("o-false", "Patient/pat-1", code="11111-1", value=None, valueBoolean=False, effectiveDateTime="2020-03-05T00:00:00Z")
+    no = observation("o-false", "Patient/pat-1", code="11111-1", value=None, valueBoolean=False,
+                     effectiveDateTime="2020-03-05T00:00:00Z")
     integer = observation("o-int", "Patient/pat-1", code="55284-4", value=None, valueInteger=3)
     run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"),
-                                                      quantity, coded, text, yes, no, integer]), tmp_path / "out")
+                                                      quantity, coded, text, yes, no, integer]),
+                 tmp_path / "out")
     at = ts("2020-03-04T10:15:00")
     assert events(run, "o-qty") == [("LOINC/2339-0", at, pytest.approx(98.5), None, "mg/dL", "enc-1")]
     assert events(run, "o-cc") == [("LOINC/72166-2", at, None, "SNOMED/266919005", None, None)]
@@ -213,7 +218,8 @@ def test_observation_values(tmp_path: Path) -> None:
 
 
 def test_blood_pressure_writes_both_components(tmp_path: Path) -> None:
-    bp = observation("o-bp", "Patient/pat-1", code="85354-9", display="Blood pressure panel with all children optional",
+    bp = observation("o-bp", "Patient/pat-1", code="85354-9",
+                     display="Blood pressure panel with all children optional",
                      value=None, effective="2020-03-04T10:15:00+01:00", component=[
                          {"code": concept(LOINC, "8462-4", "Diastolic Blood Pressure"),
                           "valueQuantity": {"value": 82, "unit": "mm[Hg]", "system": "http://unitsofmeasure.org",
@@ -242,13 +248,15 @@ def medication_request(mid: str, subject: str, **extra: Any) -> dict[str, Any]:
 
 
 def medication(mid: str, code: str, display: str) -> dict[str, Any]:
-    return {"resourceType": "Medication", "id": mid, "status": "active", "code": concept(RXNORM, code, display)}
+    return {"resourceType": "Medication", "id": mid, "status": "active",
+            "code": concept(RXNORM, code, display)}
 
 
 def test_medication_request_with_codeable_concept(tmp_path: Path) -> None:
     mr = medication_request("mr-1", "Patient/pat-1", encounter=ref("Encounter/enc-1"),
                             medicationCodeableConcept=concept(RXNORM, "860975", "24 HR Metformin 500 MG"))
-    run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"), mr]),
+    run = ingest(write_ndjson(tmp_path / "x.ndjson",
+                              [synthea_patient(), encounter("enc-1", "Patient/pat-1"), mr]),
                  tmp_path / "out")
     assert events(run, "mr-1") == [("RxNorm/860975", ts("2020-03-04T15:20:00"), None, None, None, "enc-1")]
     assert run.description("RxNorm/860975") == "24 HR Metformin 500 MG"
@@ -286,7 +294,8 @@ def test_medication_request_referencing_medication_in_another_file(tmp_path: Pat
     assert events(run, "mr-4") == [("RxNorm/308136", ts("2020-03-04T15:20:00"), None, None, None, None)]
     assert run.description("RxNorm/308136") == "amLODIPine 2.5 MG"
     row = run.only_reject("unresolved medication")
-    assert (row["location"], row["resource_type"], row["resource_id"]) == ("line 2", "MedicationRequest", "mr-5")
+    assert (row["location"], row["resource_type"], row["resource_id"]) == (
+        "line 2", "MedicationRequest", "mr-5")
     assert row["detail"] == "medicationReference Medication/absent is not in the input"
 
 
@@ -296,7 +305,8 @@ def test_medication_statement_and_administration(tmp_path: Path) -> None:
                  "medicationCodeableConcept": concept(RXNORM, "860975")}
     admin = {"resourceType": "MedicationAdministration", "id": "ma-1", "status": "completed",
              "subject": ref("Patient/pat-1"), "context": ref("Encounter/enc-1"),
-             "effectiveDateTime": "2020-03-04T10:25:00Z", "medicationCodeableConcept": concept(RXNORM, "1234")}
+             "effectiveDateTime": "2020-03-04T10:25:00Z",
+             "medicationCodeableConcept": concept(RXNORM, "1234")}
     run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"),
                                                       statement, admin]), tmp_path / "out")
     assert events(run, "ms-1", columns=("code", "time")) == [("RxNorm/860975", ts("2019-02-01T00:00:00"))]
@@ -311,7 +321,8 @@ def test_immunization(tmp_path: Path) -> None:
            "vaccineCode": concept(CVX, "140", "Influenza, seasonal, injectable, preservative free"),
            "patient": ref("Patient/pat-1"), "encounter": ref("Encounter/enc-1"),
            "occurrenceDateTime": "2020-03-04T10:00:00-05:00", "primarySource": True}
-    run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"), imm]),
+    run = ingest(write_ndjson(tmp_path / "x.ndjson",
+                              [synthea_patient(), encounter("enc-1", "Patient/pat-1"), imm]),
                  tmp_path / "out")
     assert events(run, "imm-1") == [("CVX/140", ts("2020-03-04T15:00:00"), None, None, None, "enc-1")]
     assert run.description("CVX/140") == "Influenza, seasonal, injectable, preservative free"
@@ -347,7 +358,8 @@ def test_procedure_with_performed_period(tmp_path: Path) -> None:
                 "performedPeriod": {"start": "2020-03-05"}}
     run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"),
                                                       proc, proc_day]), tmp_path / "out")
-    assert events(run, "proc-1") == [("SNOMED/430193006", ts("2020-03-04T15:05:00"), None, None, None, "enc-1")]
+    assert events(run, "proc-1") == [
+        ("SNOMED/430193006", ts("2020-03-04T15:05:00"), None, None, None, "enc-1")]
     assert events(run, "proc-2", columns=("time",)) == [(ts("2020-03-05T00:00:00"),)]
 
 
@@ -396,7 +408,8 @@ def test_imaging_study(tmp_path: Path) -> None:
 
 
 def test_document_reference_note_text(tmp_path: Path) -> None:
-    note = "2020-03-04\n\n# Chief Complaint\nNo complaints.\n\n# History\nPatient is a 54 year-old café owner."
+    note = ("2020-03-04\n\n# Chief Complaint\nNo complaints.\n\n"
+            "# History\nPatient is a 54 year-old café owner.")
     doc = {
         "resourceType": "DocumentReference", "id": "doc-1", "status": "current",
         "type": concept(LOINC, "34117-2", "History and physical note"),
@@ -409,15 +422,16 @@ def test_document_reference_note_text(tmp_path: Path) -> None:
         "context": {"encounter": [ref("Encounter/enc-1")],
                     "period": {"start": "2020-03-04T10:00:00-05:00", "end": "2020-03-04T10:30:00-05:00"}},
     }
-    run = ingest(write_ndjson(tmp_path / "x.ndjson", [synthea_patient(), encounter("enc-1", "Patient/pat-1"), doc]),
+    run = ingest(write_ndjson(tmp_path / "x.ndjson",
+                              [synthea_patient(), encounter("enc-1", "Patient/pat-1"), doc]),
                  tmp_path / "out")
     assert events(run, "doc-1") == [("LOINC/34117-2", ts("2020-03-04T15:00:00"), None, note, None, "enc-1")]
     assert run.description("LOINC/34117-2") == "History and physical note"
 
 
 def test_document_reference_with_invalid_base64_is_rejected(tmp_path: Path) -> None:
-    doc = {"resourceType": "DocumentReference", "id": "doc-x", "status": "current", "subject": ref("Patient/p1"),
-           "date": "2020-03-04T10:00:00Z", "type": concept(LOINC, "34117-2"),
+    doc = {"resourceType": "DocumentReference", "id": "doc-x", "status": "current",
+           "subject": ref("Patient/p1"), "date": "2020-03-04T10:00:00Z", "type": concept(LOINC, "34117-2"),
            "content": [{"attachment": {"contentType": "text/plain", "data": "@@not base64@@"}}]}
     run = ingest(write_ndjson(tmp_path / "x.ndjson", [patient("p1"), doc]), tmp_path / "out")
     row = run.only_reject("invalid value")
@@ -437,13 +451,15 @@ def test_reference_forms_resolve_to_the_same_patient(tmp_path: Path) -> None:
     # In a Bundle, urn:uuid references name the entry's fullUrl, whose resource id differs.
     value = bundle(
         patient("p-bundle"), observation("o-urn", "urn:uuid:8c1b5a55-0000-4000-8000-000000000001"),
-        full_urls=["urn:uuid:8c1b5a55-0000-4000-8000-000000000001", "urn:uuid:8c1b5a55-0000-4000-8000-000000000002"],
+        full_urls=["urn:uuid:8c1b5a55-0000-4000-8000-000000000001",
+                   "urn:uuid:8c1b5a55-0000-4000-8000-000000000002"],
     )
     value["type"] = "searchset"
     write_json(tmp_path / "in" / "b.json", value)
     # An absolute fullUrl in a transaction Bundle, referenced by that URL.
     server = bundle(
-        patient("p-srv"), observation("o-srv", "http://server.example/fhir/Patient/p-srv"), kind="transaction",
+        patient("p-srv"), observation("o-srv", "http://server.example/fhir/Patient/p-srv"),
+        kind="transaction",
         full_urls=["http://server.example/fhir/Patient/p-srv", "http://server.example/fhir/Observation/o-srv"],
     )
     write_json(tmp_path / "in" / "c.json", server)
@@ -451,8 +467,8 @@ def test_reference_forms_resolve_to_the_same_patient(tmp_path: Path) -> None:
 
     assert run.summary.rejected == {}
     subject_of = dict(zip(run.events["resource_id"].to_list(), run.events["subject_id"].to_list()))
-    assert {k: subject_of[k] for k in ("o-rel", "o-abs", "o-hist")} == dict.fromkeys(("o-rel", "o-abs", "o-hist"),
-                                                                                       sid("p-ref"))
+    assert {k: subject_of[k] for k in ("o-rel", "o-abs", "o-hist")} == dict.fromkeys(
+        ("o-rel", "o-abs", "o-hist"), sid("p-ref"))
     assert subject_of["o-urn"] == sid("p-bundle")
     assert subject_of["o-srv"] == sid("p-srv")
     assert sorted(run.subjects["fhir_patient_id"].to_list()) == ["p-bundle", "p-ref", "p-srv"]
@@ -477,7 +493,8 @@ def test_times_normalized_to_utc_and_far_future_kept(tmp_path: Path) -> None:
         observation("o-naive", effective="2020-06-15T12:00:00"),
     ])
     run = ingest(src, tmp_path / "out")
-    times = {r["resource_id"]: r["time"] for r in run.events.filter(pl.col("resource_type") == "Observation").to_dicts()}
+    times = {r["resource_id"]: r["time"]
+             for r in run.events.filter(pl.col("resource_type") == "Observation").to_dicts()}
     assert times == {
         "o-plus": ts("2019-12-31T20:00:00"),
         "o-minus": ts("2020-01-01T04:00:00"),
@@ -493,7 +510,8 @@ def test_codes_vocab_prefixes_including_unknown_system(tmp_path: Path) -> None:
                          "display": "Local potassium"}]}
     icd_and_snomed = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9"},
                                  {"system": SNOMED, "code": "44054006", "display": "Diabetes"}]}
-    icd_only = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9", "display": "T2DM"}]}
+    icd_only = {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9",
+                            "display": "T2DM"}]}
     text_only = {"text": "Feels dizzy"}
     src = write_ndjson(tmp_path / "x.ndjson", [
         patient("p1"),
@@ -516,9 +534,11 @@ def test_output_layout_shards_and_splits(tmp_path: Path) -> None:
     ids = [f"pt-{i:03d}" for i in range(40)]
     resources = []
     for pid in ids:
-        resources += [patient(pid), encounter(f"e-{pid}", f"Patient/{pid}"), observation(f"o-{pid}", f"Patient/{pid}")]
+        resources += [patient(pid), encounter(f"e-{pid}", f"Patient/{pid}"),
+                      observation(f"o-{pid}", f"Patient/{pid}")]
     src = write_ndjson(tmp_path / "x.ndjson", resources)
-    run = ingest(src, tmp_path / "out", num_shards=4, split_ratios={"train": 0.5, "tuning": 0.25, "held_out": 0.25})
+    run = ingest(src, tmp_path / "out", num_shards=4,
+                 split_ratios={"train": 0.5, "tuning": 0.25, "held_out": 0.25})
     assert [p.name for p in run.shards] == ["0.parquet", "1.parquet", "2.parquet", "3.parquet"]
     assert run.summary.shards == 4 and run.summary.subjects == 40
     assert run.events.height == 40 * (2 + 3 + 1)

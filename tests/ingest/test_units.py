@@ -99,7 +99,8 @@ def test_vocabulary_for_system(system, vocab: str) -> None:
 
 def test_unknown_system_names_are_stable_and_readable() -> None:
     system = "http://hospital.example/fhir/CodeSystem/lab-codes"
-    assert vocabulary_for_system(system) == vocabulary_for_system(system) == "hospital.example_fhir_CodeSystem_lab-codes~fd7bc5"
+    assert vocabulary_for_system(system) == vocabulary_for_system(system) == (
+        "hospital.example_fhir_CodeSystem_lab-codes~fd7bc5")
 
 
 def test_different_unknown_systems_get_different_names() -> None:
@@ -111,7 +112,8 @@ def test_different_unknown_systems_get_different_names() -> None:
 
 def test_code_from_coding() -> None:
     assert code_from_coding({"system": "http://loinc.org", "code": "2160-0"}) == "LOINC/2160-0"
-    assert code_from_coding({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9"}) == "ICD10CM/E11.9"
+    assert code_from_coding({"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11.9"}) == (
+        "ICD10CM/E11.9")
     assert code_from_coding({"code": "K1"}) == "NOSYSTEM/K1"
     assert code_from_coding({"system": "http://loinc.org"}) is None
     assert code_from_coding({"system": "http://loinc.org", "code": ""}) is None
@@ -125,11 +127,13 @@ def test_code_from_concept_prefers_standard_vocabularies_and_keeps_display() -> 
         {"system": "http://snomed.info/sct", "code": "44054006", "display": "snomed"},
     ], "text": "Diabetes"}
     assert code_from_concept(concept) == ("SNOMED/44054006", "snomed")
-    assert code_from_concept({"coding": [concept["coding"][0], concept["coding"][1]]}) == ("ICD10CM/E11.9", "icd")
+    assert code_from_concept({"coding": [concept["coding"][0], concept["coding"][1]]}) == (
+        "ICD10CM/E11.9", "icd")
     assert code_from_concept({"coding": [{"system": "http://loinc.org", "code": "1-8"}], "text": "T"}) == (
         "LOINC/1-8", "T")
     assert code_from_concept({"coding": [{"system": "http://a.example/x", "code": "1"},
-                                         {"system": "http://b.example/y", "code": "2"}]}) == ("a.example_x~449ce6/1", None)
+                                         {"system": "http://b.example/y", "code": "2"}]}) == (
+        "a.example_x~449ce6/1", None)
 
 
 @pytest.mark.parametrize("concept,expected", [
@@ -228,7 +232,8 @@ def test_split_ratios_are_configurable() -> None:
     weights = Counter(split_for(i, {"train": 6, "tuning": 2, "held_out": 2}) for i in ids)
     assert abs(weights["train"] / 10_000 - 0.6) < 0.02
     # A zero ratio is never chosen, wherever it sits.
-    assert Counter(split_for(i, {"train": 1.0, "tuning": 0.0, "held_out": 0.0}) for i in ids) == {"train": 10_000}
+    assert Counter(split_for(i, {"train": 1.0, "tuning": 0.0, "held_out": 0.0}) for i in ids) == {
+        "train": 10_000}
     assert "train" not in {split_for(i, {"train": 0.0, "tuning": 0.5, "held_out": 0.5}) for i in ids}
 
 

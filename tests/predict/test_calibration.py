@@ -88,3 +88,38 @@ def test_bad_inputs_raise() -> None:
         IsotonicCalibration().fit([], [])
     with pytest.raises(RuntimeError, match="before fit"):
         IsotonicCalibration().transform([0.5])
+
+
+@pytest.mark.parametrize("name", ["none", "temperature", "isotonic"])
+def test_a_saved_calibrator_gives_exactly_the_same_probabilities(name: str) -> None:
+    import json
+
+    from sklearn.isotonic import IsotonicRegression
+
+    from ehrfm.predict.calibration import calibrator_from_dict
+
+    rng = np.random.default_rng(1)
+    p = rng.random(400)
+    y = rng.random(400) < p**2
+    fitted = make_calibrator(name).fit(p, y)
+    rebuilt = calibrator_from_dict(json.loads(json.dumps(fitted.to_dict())))
+    grid = np.linspace(-0.0, 1.0, 1001)
+    np.testing.assert_array_equal(rebuilt.transform(grid), fitted.transform(grid))
+    if name == "isotonic":  # the knots reproduce scikit-learn's own prediction
+        reference = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y).predict(grid)
+        np.testing.assert_allclose(fitted.transform(grid), reference, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"name": "platt"}, "not a calibrator"),
+    ({"name": "temperature"}, r"needs exactly \['temperature'\]"),
+    ({"name": "temperature", "temperature": -1.0}, "positive finite"),
+    ({"name": "isotonic", "x": [0.1, 0.5], "y": [0.2]}, "equal-length"),
+    ({"name": "isotonic", "x": [0.5, 0.1], "y": [0.2, 0.3]}, "non-decreasing"),
+    ({"name": "isotonic", "x": [0.1, 0.5], "y": [0.2, 1.3]}, r"y in \[0, 1\]"),
+])
+def test_a_tampered_calibrator_is_refused(values: dict, message: str) -> None:
+    from ehrfm.predict.calibration import calibrator_from_dict
+
+    with pytest.raises(ValueError, match=message):
+        calibrator_from_dict(values)

@@ -36,4 +36,5 @@ def test_examples_ingest_without_loss_through_both_readers(tmp_path: Path) -> No
     events = pl.read_parquet(tmp_path / "meds" / "data")
     # Both blood-pressure components, coded answers, notes and imaging are present.
     assert {"LOINC/8480-6", "LOINC/8462-4", "LOINC/72166-2", "LOINC/34117-2", "DCM/CR"} <= set(events["code"])
-    assert events.filter(pl.col("code").str.starts_with("VISIT_START/")).height == summary.written["Encounter"]
+    assert (events.filter(pl.col("code").str.starts_with("VISIT_START/")).height
+            == summary.written["Encounter"])

@@ -33,6 +33,7 @@ def map_encounter(resource: dict[str, Any], out: EventEmitter) -> None:
     if period.get("end") is not None:
         end = out.time(period["end"], "period.end")
         if end < start:
-            raise Reject("invalid date", f"Encounter.period.end {period['end']!r} is before start {period['start']!r}")
+            raise Reject("invalid date",
+                         f"Encounter.period.end {period['end']!r} is before start {period['start']!r}")
         out.emit(f"{schema.VISIT_END_PREFIX}/{class_code}", end,
                  description=f"Visit end ({class_display or class_code})")

@@ -47,12 +47,14 @@ def map_medication_use(resource: dict[str, Any], out: EventEmitter) -> None:
     if medication is not None:
         found = code_from_concept(medication.get("code"))
         if found is None:
-            raise Reject("no code", f"{kind}.medicationReference {ref!r} points at a Medication without a code")
+            raise Reject("no code",
+                         f"{kind}.medicationReference {ref!r} points at a Medication without a code")
         out.emit_at(found[0], time, description=found[1])
         return
     resolved = out.bundle.resolve(ref)
     if resolved is None or resolved[0] not in (None, "Medication"):
-        raise Reject("unresolved medication", f"{kind}.medicationReference {ref!r} is not a Medication reference")
+        raise Reject("unresolved medication",
+                     f"{kind}.medicationReference {ref!r} is not a Medication reference")
     out.emit_at(None, time, medication_ref=resolved[1])
 
 

@@ -72,7 +72,8 @@ def _emit_with_value(element: dict[str, Any], code: tuple[str, str | None], time
         text = str(element["valueString"])
     elif "valueBoolean" in element:
         if not isinstance(element["valueBoolean"], bool):
-            raise Reject("invalid value", f"Observation.{where}valueBoolean is not true/false: {element['valueBoolean']!r}")
+            raise Reject("invalid value",
+                         f"Observation.{where}valueBoolean is not true/false: {element['valueBoolean']!r}")
         numeric = 1.0 if element["valueBoolean"] else 0.0
     elif "valueInteger" in element:
         numeric = out.number(element["valueInteger"], f"{where}valueInteger")
