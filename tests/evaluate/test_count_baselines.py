@@ -99,7 +99,7 @@ def test_corrupting_held_out_labels_changes_no_choice_and_no_probability(run, da
     events, labels = data
     corrupted = labels.with_columns(
         boolean_value=pl.when(pl.col("split") == "held_out").then(~pl.col("boolean_value"))
-        .otherwise(pl.col("boolean_value"))
+                        .otherwise(pl.col("boolean_value"))
     )
     again = run_count_baselines(events, corrupted, "risk", min_subjects=2, seed=0)
     assert again.selected == run.selected
@@ -110,7 +110,7 @@ def test_corrupting_held_out_labels_changes_no_choice_and_no_probability(run, da
     # and the check can fail: corrupting tuning labels does change what is chosen or predicted
     tuning_flipped = labels.with_columns(
         boolean_value=pl.when(pl.col("split") == "tuning").then(~pl.col("boolean_value"))
-        .otherwise(pl.col("boolean_value"))
+                        .otherwise(pl.col("boolean_value"))
     )
     moved = run_count_baselines(events, tuning_flipped, "risk", min_subjects=2, seed=0,
                                 models=("logistic_regression",))

@@ -18,7 +18,8 @@ T0 = dt.datetime(2020, 1, 1)
 
 def _labels(rows: list[tuple[int, dt.datetime]]) -> pl.DataFrame:
     return pl.DataFrame(
-        {"subject_id": [r[0] for r in rows], "prediction_time": [r[1] for r in rows], "boolean_value": [False] * len(rows)},
+        {"subject_id": [r[0] for r in rows], "prediction_time": [r[1] for r in rows],
+         "boolean_value": [False] * len(rows)},
         schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"), "boolean_value": pl.Boolean},
     )
 
@@ -62,7 +63,8 @@ def test_counts_match_a_brute_force_count() -> None:
             day = int(rng.integers(0, 60))
             rows.append((s, T0 + dt.timedelta(days=day), codes[int(rng.integers(0, 8))]))
     events = _events(rows)
-    label_rows = [(int(rng.integers(0, 12)), T0 + dt.timedelta(days=int(rng.integers(0, 60)))) for _ in range(60)]
+    label_rows = [(int(rng.integers(0, 12)), T0 + dt.timedelta(days=int(rng.integers(0, 60))))
+                  for _ in range(60)]
     labels = _labels(label_rows).unique(subset=["subject_id", "prediction_time"], maintain_order=True)
     vocabulary = codes[:6] + ["SEX/F", "SEX/M", "MEDS_BIRTH"]
     features = count_features(events, labels, vocabulary)
@@ -78,7 +80,8 @@ def test_counts_match_a_brute_force_count() -> None:
 
 
 def test_rows_follow_label_order_and_unknown_subjects_are_empty() -> None:
-    events = _events([(1, T0 - dt.timedelta(days=1), "A"), (2, T0 - dt.timedelta(days=1), "A"), (2, T0 - dt.timedelta(days=2), "A")])
+    events = _events([(1, T0 - dt.timedelta(days=1), "A"), (2, T0 - dt.timedelta(days=1), "A"),
+                      (2, T0 - dt.timedelta(days=2), "A")])
     labels = _labels([(2, T0), (99, T0), (1, T0)])
     features = count_features(events, labels, ["A"])
     assert _dense(features, "A").tolist() == [2.0, 0.0, 1.0]
@@ -113,7 +116,8 @@ def test_bad_labels_are_refused() -> None:
 
 def test_read_events(tmp_path: Path) -> None:
     (tmp_path / "data" / "train").mkdir(parents=True)
-    _events([(1, T0, "A")]).with_columns(numeric_value=pl.lit(1.0)).write_parquet(tmp_path / "data" / "train" / "0.parquet")
+    _events([(1, T0, "A")]).with_columns(numeric_value=pl.lit(1.0)).write_parquet(
+        tmp_path / "data" / "train" / "0.parquet")
     assert read_events(tmp_path).collect().columns == ["subject_id", "time", "code"]
     with pytest.raises(FileNotFoundError, match="MEDS"):
         read_events(tmp_path / "nowhere")

@@ -36,7 +36,8 @@ def labels(events: pl.DataFrame, synthea_meds: Path) -> pl.DataFrame:
         .with_columns(rank=pl.col("prediction_time").hash(0).rank("ordinal").over("subject_id"))
         .filter(pl.col("rank") <= 5)
     )
-    death = events.filter(pl.col("code") == "MEDS_DEATH").group_by("subject_id").agg(pl.col("time").min().alias("death"))
+    death = (events.filter(pl.col("code") == "MEDS_DEATH").group_by("subject_id")
+             .agg(pl.col("time").min().alias("death")))
     labelled = visits.join(death, on="subject_id", how="left").with_columns(
         boolean_value=pl.col("death").is_not_null()
         & (pl.col("death") > pl.col("prediction_time"))
@@ -46,7 +47,8 @@ def labels(events: pl.DataFrame, synthea_meds: Path) -> pl.DataFrame:
 
 
 def test_labels_have_both_classes_in_every_split(labels: pl.DataFrame) -> None:
-    counts = labels.group_by("split").agg(pl.len().alias("rows"), pl.col("boolean_value").sum().alias("positives"))
+    counts = labels.group_by("split").agg(pl.len().alias("rows"),
+                                          pl.col("boolean_value").sum().alias("positives"))
     assert counts.height == 3
     assert (counts["positives"] >= 3).all() and (counts["positives"] < counts["rows"]).all(), counts
 
@@ -57,7 +59,8 @@ def test_features_count_only_events_before_the_prediction_time(events: pl.DataFr
     train = splits.filter(pl.col("split") == "train")["subject_id"]
     vocabulary = build_vocabulary(events, train, min_subjects=5)
     not_train = events.join(splits.filter(pl.col("split") != "train"), on="subject_id", how="semi")
-    train_codes = set(events.join(splits.filter(pl.col("split") == "train"), on="subject_id", how="semi")["code"])
+    train_codes = set(events.join(splits.filter(pl.col("split") == "train"), on="subject_id",
+                                  how="semi")["code"])
     assert set(vocabulary) <= train_codes
     assert set(not_train["code"]) - train_codes, "expected some codes that only non-train subjects have"
     features = count_features(events, labels, vocabulary)
@@ -67,7 +70,8 @@ def test_features_count_only_events_before_the_prediction_time(events: pl.DataFr
         row_label = labels.row(int(i), named=True)
         subject, at = row_label["subject_id"], row_label["prediction_time"]
         known = events.filter(
-            pl.col("subject_id") == subject, pl.col("time").is_null() | (pl.col("time") < at), pl.col("code").is_in(vocabulary)
+            pl.col("subject_id") == subject, pl.col("time").is_null() | (pl.col("time") < at),
+            pl.col("code").is_in(vocabulary)
         )
         expected = dict(known.group_by("code").len().iter_rows())
         row = features.matrix[int(i)]
@@ -76,14 +80,16 @@ def test_features_count_only_events_before_the_prediction_time(events: pl.DataFr
         assert features.matrix[int(i), 0] > 0  # age
 
 
-def test_baselines_beat_chance_and_the_report_is_written(events: pl.DataFrame, labels: pl.DataFrame, tmp_path: Path) -> None:
+def test_baselines_beat_chance_and_the_report_is_written(events: pl.DataFrame, labels: pl.DataFrame,
+                                                         tmp_path: Path) -> None:
     run = run_count_baselines(events, labels, "death_365d", seed=0)
     predictions = run.predictions
     assert predictions.height == len(MODELS) * labels.height
     held = predictions.filter(pl.col("split") == "held_out")
     for model in MODELS:
         rows = held.filter(pl.col("model") == model)
-        assert auroc(rows["boolean_value"].to_numpy(), rows["predicted_boolean_probability"].to_numpy()) > 0.7, model
+        assert auroc(rows["boolean_value"].to_numpy(),
+                     rows["predicted_boolean_probability"].to_numpy()) > 0.7, model
     assert set(run.selected) == set(MODELS)
     report = evaluate_predictions(predictions, tmp_path, n_bootstrap=200, seed=0)
     data = json.loads((tmp_path / "results.json").read_text())

@@ -27,10 +27,13 @@ def _predictions(seed: int = 0, n_subjects: int = 120, rows_per_subject: int = 3
         split = np.array(["train", "tuning", "held_out"])[subjects % 3]
         z = rng.normal(0, 1.5, subjects.size)
         y = rng.random(subjects.size) < 1 / (1 + np.exp(-z))
-        times = [dt.datetime(2020, 1, 1) + dt.timedelta(days=int(i % rows_per_subject)) for i in range(subjects.size)]
-        for model, prob in (("sharp", 1 / (1 + np.exp(-3 * z))), ("noisy", 1 / (1 + np.exp(-(z + rng.normal(0, 2, z.size)))))):
+        times = [dt.datetime(2020, 1, 1) + dt.timedelta(days=int(i % rows_per_subject))
+                 for i in range(subjects.size)]
+        for model, prob in (("sharp", 1 / (1 + np.exp(-3 * z))),
+                            ("noisy", 1 / (1 + np.exp(-(z + rng.normal(0, 2, z.size)))))):
             frames.append(pl.DataFrame({
-                "task": task, "model": model, "split": split, "subject_id": subjects, "prediction_time": times,
+                "task": task, "model": model, "split": split, "subject_id": subjects,
+                "prediction_time": times,
                 "boolean_value": y, "predicted_boolean_probability": prob,
             }))
     return pl.concat(frames)
@@ -41,7 +44,8 @@ def _flip(frame: pl.DataFrame, split: str, column: str = "boolean_value") -> pl.
         value = ~pl.col("boolean_value")
     else:
         value = 1 - pl.col("predicted_boolean_probability")
-    return frame.with_columns(pl.when(pl.col("split") == split).then(value).otherwise(pl.col(column)).alias(column))
+    return frame.with_columns(pl.when(pl.col("split") == split).then(value).otherwise(pl.col(column))
+                              .alias(column))
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +68,14 @@ def test_files_are_written(report) -> None:
 def test_markdown_has_a_table_per_task_with_intervals_and_a_summary(report) -> None:
     md = (report.output_dir / "results.md").read_text()
     assert "## mortality" in md and "## long stay" in md
-    assert "| model | n (patients) | positives | AUROC [95% CI] | AUPRC [95% CI] | Brier [95% CI] | Brier after calibration | ECE before → after |" in md
+    assert ("| model | n (patients) | positives | AUROC [95% CI] | AUPRC [95% CI] | Brier [95% CI] | "
+            "Brier after calibration | ECE before → after |") in md
     rows = [line for line in md.splitlines() if line.startswith("| sharp |") or line.startswith("| noisy |")]
     table_rows = [r for r in rows if "→" in r]
     assert len(table_rows) == 4
     for row in table_rows:
-        assert len(re.findall(CI, row)) == 6, row  # AUROC, AUPRC, Brier before and after, ECE before and after
+        # AUROC, AUPRC, Brier before and after, ECE before and after
+        assert len(re.findall(CI, row)) == 6, row
         assert re.search(rf"{CI} → {CI}", row)
     assert "mean AUROC" in md
     summary = [line for line in md.splitlines() if re.match(r"\| (sharp|noisy) \| 2 \| \d\.\d{3} \|$", line)]
@@ -96,10 +102,13 @@ def test_json_holds_every_metric_before_and_after(report) -> None:
 
 
 def test_metrics_are_computed_on_held_out_rows_and_calibration_helps_the_overconfident_model(report) -> None:
-    held = _predictions().filter(pl.col("split") == "held_out", pl.col("task") == "mortality", pl.col("model") == "sharp")
+    held = _predictions().filter(pl.col("split") == "held_out", pl.col("task") == "mortality",
+                                 pl.col("model") == "sharp")
     result = next(r for r in report.results if r.task == "mortality" and r.model == "sharp")
-    assert result.before.intervals["auroc"].estimate == pytest.approx(auroc(held["boolean_value"], held["predicted_boolean_probability"]))
-    assert result.after.intervals["auroc"].estimate == pytest.approx(result.before.intervals["auroc"].estimate)
+    assert result.before.intervals["auroc"].estimate == pytest.approx(
+        auroc(held["boolean_value"], held["predicted_boolean_probability"]))
+    assert result.after.intervals["auroc"].estimate == pytest.approx(
+        result.before.intervals["auroc"].estimate)
     assert result.after.intervals["ece"].estimate < result.before.intervals["ece"].estimate
     table = report.table()
     assert table.height == 4 and "ece_after_upper" in table.columns
@@ -115,7 +124,8 @@ def test_calibrators_never_see_held_out(calibration: str, tmp_path: Path) -> Non
         return {(r.task, r.model): r.fitted_calibrator.transform(grid) for r in rep.results}
 
     base = fitted(frame, "base")
-    for name, corrupted in (("labels", _flip(frame, "held_out")), ("scores", _flip(frame, "held_out", "predicted_boolean_probability"))):
+    for name, corrupted in (("labels", _flip(frame, "held_out")),
+                            ("scores", _flip(frame, "held_out", "predicted_boolean_probability"))):
         other = fitted(corrupted, name)
         assert all(np.array_equal(base[k], other[k]) for k in base), name
     # the comparison can fail: corrupting the tuning labels moves every calibrator
@@ -129,7 +139,8 @@ def test_every_model_of_a_task_gets_the_same_draws(tmp_path: Path) -> None:
     rep = evaluate_predictions(pl.concat([frame, twin]), tmp_path, n_bootstrap=100, seed=3)
     by_model = {r.model: r for r in rep.results}
     assert by_model["sharp"].before.intervals == by_model["sharp twin"].before.intervals
-    assert np.array_equal(by_model["sharp"].before.replicates["auroc"], by_model["sharp twin"].before.replicates["auroc"])
+    assert np.array_equal(by_model["sharp"].before.replicates["auroc"],
+                          by_model["sharp twin"].before.replicates["auroc"])
 
 
 def test_one_class_tuning_falls_back_to_no_calibration(tmp_path: Path) -> None:

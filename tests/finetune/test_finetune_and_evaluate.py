@@ -40,7 +40,8 @@ sampling:
   max_per_subject: 5
 """
 
-MODELS = {"mamba_mtf_task_shared", "mamba_mtf_task_per_task", "linear_probe", "lightgbm", "logistic_regression"}
+MODELS = {"mamba_mtf_task_shared", "mamba_mtf_task_per_task", "linear_probe", "lightgbm",
+          "logistic_regression"}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def pretrain_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ehrfm.ingest_fhir(root / "fhir", root / "pretrain" / "meds", workers=1)
     tokenizer = fit_on_train(EventTokenizer(min_count=2), root / "pretrain" / "meds")
     torch.manual_seed(0)
-    config = BackboneConfig.preset("tiny", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
-                                   n_token_types=len(TokenType))
+    config = BackboneConfig.preset("tiny", vocab_size=tokenizer.vocab_size,
+                                   pad_token_id=tokenizer.pad_token_id, n_token_types=len(TokenType))
     EHRLanguageModel(config).save_pretrained(root / "pretrain" / "model")
     tokenizer.save_pretrained(root / "pretrain" / "model" / "tokenizer")
     (root / "acute_visit_1y.yaml").write_text(USER_TASK)
@@ -77,12 +78,14 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
     out = tmp_path / "mtf"
     summary = run_finetune_stage(_compose("finetune", [
         f"input={pretrain_output}", f"output={out}",
-        f"tasks=[inpatient_admission_1y,{user_task}]", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+        f"tasks=[inpatient_admission_1y,{user_task}]", "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
         "data.context_length=256", "data.tokens_per_batch=4096", "optim.warmup_steps=2",
     ]))
     tasks = ["inpatient_admission_1y", "acute_visit_1y"]
     assert summary["tasks"] == tasks
-    assert (out / "labels" / "inpatient_admission_1y.parquet").is_file() and (out / "labels" / "acute_visit_1y.parquet").is_file()
+    assert ((out / "labels" / "inpatient_admission_1y.parquet").is_file()
+            and (out / "labels" / "acute_visit_1y.parquet").is_file())
     assert summary["best_head"] in ("task_shared", "task_per_task")
     for head in ("task_shared", "task_per_task"):
         metrics = summary["heads"][head]
@@ -91,7 +94,8 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
         model = MultitaskModel.from_pretrained(out / head / "model")
         assert model.task_names == tasks and model.head_name == head
         tokenizer = EventTokenizer.from_pretrained(out / head / "model" / "tokenizer")
-        assert model.prompt_token_ids.tolist() == tokenizer.convert_tokens_to_ids(["[TASK_001]", "[TASK_007]"])
+        assert model.prompt_token_ids.tolist() == tokenizer.convert_tokens_to_ids(["[TASK_001]",
+                                                                                   "[TASK_007]"])
     # The finetuned weights moved away from the pretrained ones (training happened).
     pretrained = EHRLanguageModel.from_pretrained(pretrain_output / "model").backbone.state_dict()
     finetuned = MultitaskModel.from_pretrained(out / "task_shared" / "model").backbone.state_dict()
@@ -112,7 +116,8 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
     results = json.loads((evaluation / "results.json").read_text())
     assert results and (evaluation / "results.md").read_text().count("|") > 10
     for task in tasks:
-        assert (evaluation / f"{task}_roc.png").is_file() and (evaluation / f"{task}_calibration.png").is_file()
+        assert ((evaluation / f"{task}_roc.png").is_file()
+                and (evaluation / f"{task}_calibration.png").is_file())
     # Each head's model directory is a bundle; evaluation applied its saved calibrators and filled
     # in the card's held-out results.
     from ehrfm.predict.bundle import read_calibrators, read_card

@@ -28,7 +28,8 @@ def _event(subject: int, when: dt.datetime | None, code: str, value: float | Non
 def _meds(root: Path) -> Path:
     rows = []
     for subject in (1, 2, 3):
-        rows += [_event(subject, None, "GENDER/female"), _event(subject, dt.datetime(1970, 6, 1), "MEDS_BIRTH")]
+        rows += [_event(subject, None, "GENDER/female"),
+                 _event(subject, dt.datetime(1970, 6, 1), "MEDS_BIRTH")]
         for day in range(6):
             when = T0 + dt.timedelta(days=10 * day)
             rows += [_event(subject, when, "VISIT_START/AMB"), _event(subject, when, f"SNOMED/{100 + day}"),
@@ -36,19 +37,23 @@ def _meds(root: Path) -> Path:
                      _event(subject, when + dt.timedelta(hours=2), "VISIT_END/AMB")]
     (root / "data").mkdir(parents=True)
     (root / "metadata").mkdir()
-    pl.DataFrame(rows, schema=POLARS_EVENT_SCHEMA).sort("subject_id", "time", nulls_last=False).write_parquet(root / "data" / "0.parquet")
-    pl.DataFrame({"subject_id": [1, 2, 3], "split": ["train", "tuning", "held_out"]}).write_parquet(root / subject_splits_filepath)
+    pl.DataFrame(rows, schema=POLARS_EVENT_SCHEMA).sort("subject_id", "time", nulls_last=False).write_parquet(
+        root / "data" / "0.parquet")
+    pl.DataFrame({"subject_id": [1, 2, 3], "split": ["train", "tuning", "held_out"]}).write_parquet(
+        root / subject_splits_filepath)
     return root
 
 
 def _labels(rows: list[tuple[str, int, dt.datetime, bool]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"task": pl.String, "subject_id": pl.Int64, "prediction_time": pl.Datetime("us"),
+    return pl.DataFrame(rows, schema={"task": pl.String, "subject_id": pl.Int64,
+                                      "prediction_time": pl.Datetime("us"),
                                       "boolean_value": pl.Boolean}, orient="row")
 
 
 def test_merge_puts_tasks_sharing_a_prediction_time_on_one_row() -> None:
     when = T0 + dt.timedelta(days=15)
-    merged = merge_task_labels(_labels([("a", 1, when, True), ("b", 1, when, False), ("b", 2, when, True)]), ["a", "b", "c"])
+    merged = merge_task_labels(_labels([("a", 1, when, True), ("b", 1, when, False), ("b", 2, when, True)]),
+                               ["a", "b", "c"])
     rows = {r["subject_id"]: r["labels"] for r in merged.iter_rows(named=True)}
     assert rows[1][:2] == [1.0, 0.0] and np.isnan(rows[1][2])
     assert np.isnan(rows[2][0]) and rows[2][1] == 1.0
@@ -61,7 +66,8 @@ def test_histories_hold_only_events_strictly_before_the_prediction_time(tmp_path
     events = pl.read_parquet(meds / "data" / "0.parquet")
     tokenizer = EventTokenizer(min_count=1).fit(events)
     at_visit = T0 + dt.timedelta(days=20)  # exactly the start of subject 1's third visit
-    labels = _labels([("a", 1, at_visit, True), ("b", 1, at_visit, False), ("a", 2, T0 + dt.timedelta(days=35), False),
+    labels = _labels([("a", 1, at_visit, True), ("b", 1, at_visit, False),
+                      ("a", 2, T0 + dt.timedelta(days=35), False),
                       ("a", 3, T0 - dt.timedelta(days=1), True)])
     cohort = build_cohort(meds, tokenizer, labels, ["a", "b"], context_length=512)
     assert len(cohort) == 3 and cohort.frame["split"].to_list() == ["train", "tuning", "held_out"]
@@ -71,9 +77,11 @@ def test_histories_hold_only_events_strictly_before_the_prediction_time(tmp_path
         assert max(times) < limit
     first = cohort.frame.row(0, named=True)
     decoded = tokenizer.convert_ids_to_tokens(first["input_ids"])
-    assert "SNOMED/101" in decoded and "SNOMED/102" not in decoded  # the visit at the prediction time is not in
+    # the visit at the prediction time is not in
+    assert "SNOMED/101" in decoded and "SNOMED/102" not in decoded
     assert first["prompt_time_days"] == pytest.approx(prediction_days[0])
-    assert first["prompt_age_years"] == pytest.approx((at_visit - dt.datetime(1970, 6, 1)).total_seconds() / 86400 / 365.25, abs=1e-9)
+    assert first["prompt_age_years"] == pytest.approx(
+        (at_visit - dt.datetime(1970, 6, 1)).total_seconds() / 86400 / 365.25, abs=1e-9)
     assert first["prompt_visit_index"] == max(first["visit_index"])
     # A prediction time before any event: the prefix only, and collation gives finite times.
     third = cohort.frame.row(2, named=True)

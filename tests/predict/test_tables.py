@@ -56,7 +56,8 @@ def test_check_labels_refuses_nulls_duplicates_and_bad_splits() -> None:
 def test_check_predictions() -> None:
     good = pl.DataFrame({
         "task": ["t", "t"], "model": ["m", "m"], "split": ["tuning", "held_out"], "subject_id": [1, 2],
-        "prediction_time": [T0, T0], "boolean_value": [True, False], "predicted_boolean_probability": [0.2, 0.9],
+        "prediction_time": [T0, T0], "boolean_value": [True, False],
+        "predicted_boolean_probability": [0.2, 0.9],
     })
     assert check_predictions(good).schema["predicted_boolean_probability"] == pl.Float64
     with pytest.raises(FrameFormatError, match=r"\[0, 1\]"):

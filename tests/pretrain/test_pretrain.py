@@ -29,7 +29,8 @@ def test_an_experiment_overrides_the_stage_defaults() -> None:
     assert cfg.output == "ehrfm_out/synthea_small" and cfg.input.endswith("synthea-r4")
 
 
-def test_python_call_runs_without_hydra_and_matches_the_cli_defaults(tokens_dir: Path, tmp_path: Path) -> None:
+def test_python_call_runs_without_hydra_and_matches_the_cli_defaults(tokens_dir: Path,
+                                                                     tmp_path: Path) -> None:
     metrics = pretrain(input=str(tokens_dir), output=str(tmp_path), trainer={"fast_dev_run": True,
                        "enable_progress_bar": False}, data={"context_length": 256, "tokens_per_batch": 1024})
     assert metrics["global_step"] == 1
@@ -52,10 +53,11 @@ def test_training_beats_unigram_and_resume_continues_the_step_count(tokens_dir: 
     assert straight["best_val_perplexity"] < straight["unigram_perplexity"]
     first = run_pretrain_stage(_compose([f"output={tmp_path / 'b'}", "trainer.max_epochs=2", *common]))
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
-    resumed = run_pretrain_stage(_compose([f"output={tmp_path / 'b'}", "trainer.max_epochs=4", "ckpt_path=last",
-                                           *common]))
+    resumed = run_pretrain_stage(_compose([f"output={tmp_path / 'b'}", "trainer.max_epochs=4",
+                                           "ckpt_path=last", *common]))
     assert first["global_step"] * 2 == resumed["global_step"] == straight["global_step"]
-    logs = list((tmp_path / "a" / "logs").rglob("metrics.csv")) + list((tmp_path / "a" / "logs").rglob("events.*"))
+    logs = (list((tmp_path / "a" / "logs").rglob("metrics.csv"))
+            + list((tmp_path / "a" / "logs").rglob("events.*")))
     assert len(logs) >= 2, "CSV and TensorBoard logs"
 
 

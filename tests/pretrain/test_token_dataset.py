@@ -31,7 +31,8 @@ def test_crop_keeps_patient_prefix_and_the_newest_whole_events(tokens_dir: Path)
         # the window opens on an event (never on a value or text token), and the longest such fits
         opening = len(whole[INPUT_IDS]) - tail
         starts = event_starts(whole[TOKEN_TYPE].numpy())
-        assert opening in starts.tolist() and int(cut[TOKEN_TYPE][prefix]) not in (TokenType.VALUE, TokenType.TEXT)
+        assert (opening in starts.tolist()
+                and int(cut[TOKEN_TYPE][prefix]) not in (TokenType.VALUE, TokenType.TEXT))
         earlier = starts[starts < opening]
         assert len(earlier) == 0 or len(whole[INPUT_IDS]) - earlier[-1] + prefix > 64
 
@@ -61,7 +62,8 @@ def test_ranks_get_disjoint_equal_shares() -> None:
 
 def test_collate_pads_right_and_never_passes_nan() -> None:
     items = [
-        {INPUT_IDS: torch.tensor([5, 6, 7]), TIME_DAYS: torch.tensor([float("nan"), 10.0, 11.0], dtype=torch.float64),
+        {INPUT_IDS: torch.tensor([5, 6, 7]),
+         TIME_DAYS: torch.tensor([float("nan"), 10.0, 11.0], dtype=torch.float64),
          "age_years": torch.tensor([float("nan")] * 3), "visit_index": torch.tensor([0, 1, 1]),
          TOKEN_TYPE: torch.tensor([1, 5, 7])},
         {INPUT_IDS: torch.tensor([5]), TIME_DAYS: torch.tensor([float("nan")], dtype=torch.float64),
