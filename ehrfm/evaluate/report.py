@@ -282,7 +282,8 @@ def evaluate_predictions(
                         f"{'no rows' if tuning.height == 0 else 'one class'}; probabilities left as they are")
                 calibrator = IdentityCalibration()
             if saved is None:
-                calibrator.fit(tuning[PREDICTED_BOOLEAN_PROBABILITY].to_numpy(), tuning[BOOLEAN_VALUE].to_numpy())
+                calibrator.fit(tuning[PREDICTED_BOOLEAN_PROBABILITY].to_numpy(),
+                               tuning[BOOLEAN_VALUE].to_numpy())
             y = held[BOOLEAN_VALUE].to_numpy()
             p = held[PREDICTED_BOOLEAN_PROBABILITY].to_numpy()
             p_after = calibrator.transform(p)

@@ -71,10 +71,12 @@ def _record_held_out(model_dir: Path, model_name: str, report: Any) -> None:
         return
     card = read_card(model_dir)
     mine = [r for r in report.results if r.model == model_name]
-    rows = ["| task | n (positives) | AUROC before [95% CI] | ECE before | ECE after |", "|---|---|---|---|---|"]
+    rows = ["| task | n (positives) | AUROC before [95% CI] | ECE before | ECE after |",
+            "|---|---|---|---|---|"]
     for r in mine:
         auc, before, after = r.before.intervals["auroc"], r.before.intervals["ece"], r.after.intervals["ece"]
-        rows.append(f"| {r.task} | {r.n} ({r.positives}) | {auc.estimate:.3f} [{auc.lower:.3f}, {auc.upper:.3f}] | "
+        rows.append(f"| {r.task} | {r.n} ({r.positives}) | "
+                    f"{auc.estimate:.3f} [{auc.lower:.3f}, {auc.upper:.3f}] | "
                     f"{before.estimate:.4f} | {after.estimate:.4f} |")
     card["held_out"] = {"evaluation": str(report.output_dir), "results": [r.to_dict() for r in mine],
                         "table": "\n".join(rows)}
@@ -151,7 +153,8 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
     (output / "models.json").write_text(json.dumps({"finetuned": {k: str(v) for k, v in models.items()},
                                                     "selected": chosen}, indent=2, default=str) + "\n")
     report = evaluate_predictions(all_predictions, output, calibration=config.calibration,
-                                  n_bootstrap=config.n_bootstrap, seed=config.seed, calibrators=saved_calibrators)
+                                  n_bootstrap=config.n_bootstrap, seed=config.seed,
+                                  calibrators=saved_calibrators)
     for name, directory in models.items():
         _record_held_out(directory, name, report)
     print((output / "results.md").read_text())
