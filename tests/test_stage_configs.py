@@ -30,7 +30,8 @@ EXPERIMENTS = [(stage, path.stem) for stage in STAGES_WITH_EXPERIMENTS
 
 
 def _typed(stage: str, overrides: list[str]):
-    return from_mapping(CONFIGS[stage], stage_mapping(compose_stage(stage, overrides), where=stage), where=stage)
+    return from_mapping(CONFIGS[stage], stage_mapping(compose_stage(stage, overrides), where=stage),
+                        where=stage)
 
 
 def test_every_stage_has_a_typed_config() -> None:
@@ -54,7 +55,8 @@ def test_a_typo_fails_with_the_key_named(stage: str) -> None:
 
 
 def test_nested_typos_and_bad_values_are_named() -> None:
-    with pytest.raises(ConfigError, match=r"unknown key 'trainer.max_epoch' \(did you mean 'trainer.max_epochs'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown key 'trainer.max_epoch' \(did you mean 'trainer.max_epochs'\?\)"):
         _typed("pretrain", ["+trainer.max_epoch=3"])
     with pytest.raises(ConfigError, match=r"unknown key 'optim.lr_bakbone'"):
         _typed("finetune", ["+optim.lr_bakbone=1e-3"])

@@ -30,7 +30,8 @@ def slice_batch(batch: dict[str, torch.Tensor], index) -> dict[str, torch.Tensor
     return {key: value[index] for key, value in batch.items()}
 
 
-def pad_rows(rows: list[dict[str, torch.Tensor]], length: int, side: str, garbage: bool = True) -> dict[str, torch.Tensor]:
+def pad_rows(rows: list[dict[str, torch.Tensor]], length: int, side: str,
+             garbage: bool = True) -> dict[str, torch.Tensor]:
     """Stack 1-D rows into a padded batch; padded slots get garbage (they must not matter)."""
     out: dict[str, list[torch.Tensor]] = {key: [] for key in rows[0]}
     for row in rows:
@@ -41,7 +42,8 @@ def pad_rows(rows: list[dict[str, torch.Tensor]], length: int, side: str, garbag
             elif key == "input_ids":
                 fill = torch.zeros(length - n, dtype=value.dtype)  # the pad id
             elif garbage:
-                fill = torch.full((length - n,), 123456 if not value.is_floating_point() else float("nan"), dtype=value.dtype)
+                fill = torch.full((length - n,), 123456 if not value.is_floating_point() else float("nan"),
+                                  dtype=value.dtype)
                 if key in ("visit_index", "token_type"):
                     fill = torch.full((length - n,), 5, dtype=value.dtype)
             else:

@@ -74,9 +74,11 @@ def test_holes_inside_rows_do_not_change_real_tokens(mixer: str) -> None:
     with torch.no_grad():
         hidden, state = model(holed, return_state=True)
         for row in range(2):
-            alone, alone_state = model(slice_batch(batch, (slice(row, row + 1), mask[row])), return_state=True)
+            alone, alone_state = model(slice_batch(batch, (slice(row, row + 1), mask[row])),
+                                       return_state=True)
             torch.testing.assert_close(hidden[row, mask[row]], alone[0], rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(state.layers[-1].ssm[row], alone_state.layers[-1].ssm[0], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(state.layers[-1].ssm[row], alone_state.layers[-1].ssm[0],
+                                       rtol=1e-10, atol=1e-10)
     assert (hidden[~mask] == 0).all()
 
 
@@ -123,7 +125,8 @@ def test_masked_step_rows_do_not_advance(mixer: str) -> None:
         token["attention_mask"] = torch.tensor([True, False])
         _, new = model.step(token, state)
     for old_layer, new_layer in zip(state.layers, new.layers):
-        assert torch.equal(old_layer.ssm[1], new_layer.ssm[1]) and torch.equal(old_layer.conv[1], new_layer.conv[1])
+        assert (torch.equal(old_layer.ssm[1], new_layer.ssm[1])
+                and torch.equal(old_layer.conv[1], new_layer.conv[1]))
         assert not torch.equal(old_layer.ssm[0], new_layer.ssm[0])
 
 

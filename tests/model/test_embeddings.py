@@ -68,8 +68,10 @@ def test_padding_is_zero_and_garbage_is_harmless() -> None:
     mask = torch.tensor([[True, True, True, False, False], [False, True, True, True, True]])
     garbage = dict(batch)
     garbage["input_ids"] = torch.where(mask, batch["input_ids"], torch.full_like(batch["input_ids"], -100))
-    garbage["time_days"] = torch.where(mask, batch["time_days"], torch.full_like(batch["time_days"], float("nan")))
-    garbage["visit_index"] = torch.where(mask, batch["visit_index"], torch.full_like(batch["visit_index"], 10**9))
+    garbage["time_days"] = torch.where(mask, batch["time_days"],
+                                       torch.full_like(batch["time_days"], float("nan")))
+    garbage["visit_index"] = torch.where(mask, batch["visit_index"],
+                                         torch.full_like(batch["visit_index"], 10**9))
     origin = first_real_time(garbage["time_days"], mask)
     out = emb(garbage, mask, origin)
     assert (out[~mask] == 0).all() and torch.isfinite(out).all()

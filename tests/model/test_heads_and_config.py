@@ -41,7 +41,8 @@ def test_new_heads_register_themselves() -> None:
 
 def test_tied_head_checks_the_embedding_shape() -> None:
     with pytest.raises(ValueError, match="token_embedding"):
-        build_head("next_token", BackboneConfig.preset("tiny", vocab_size=30), token_embedding=nn.Embedding(31, 64))
+        build_head("next_token", BackboneConfig.preset("tiny", vocab_size=30),
+                   token_embedding=nn.Embedding(31, 64))
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -86,7 +87,9 @@ def test_model_config_files_match_the_python_presets() -> None:
     from ehrfm.resources import conf_dir
 
     for name, preset in PRESETS.items():
-        from_file = BackboneConfig(**OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml")))
+        from_file = BackboneConfig(
+            **OmegaConf.to_container(OmegaConf.load(conf_dir() / "model" / f"{name}.yaml"))
+        )
         from_python = BackboneConfig.preset(name)
         for field in ("mixer", "d_model", "n_layers", "headdim", "expand", "state_size", "n_heads"):
             assert getattr(from_file, field) == getattr(from_python, field), (name, field)

@@ -46,7 +46,8 @@ def test_loss_matches_cross_entropy_of_forward_logits() -> None:
     model = make_lm().double()
     batch = random_batch(2, 9)
     logits = model(batch)["logits"]
-    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 60), batch["input_ids"][:, 1:].reshape(-1))
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 60),
+                                                 batch["input_ids"][:, 1:].reshape(-1))
     torch.testing.assert_close(model.loss(batch), expected)
 
 

@@ -47,7 +47,8 @@ def _full_sequence(batch: dict[str, torch.Tensor], row: int, prompt_id: int) -> 
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba1"])
 def test_prompt_steps_equal_a_full_pass_over_history_plus_task_token(mixer: str) -> None:
     torch.manual_seed(0)
-    model = MultitaskModel(BackboneConfig.preset("tiny", vocab_size=VOCAB, mixer=mixer), ["a", "b", "c"], PROMPTS).eval()
+    model = MultitaskModel(BackboneConfig.preset("tiny", vocab_size=VOCAB, mixer=mixer), ["a", "b", "c"],
+                           PROMPTS).eval()
     batch = _batch()
     with torch.no_grad():
         _, state = model.encode(batch)
@@ -103,7 +104,8 @@ def test_save_and_load_round_trip_and_backbone_reuse(tmp_path: Path) -> None:
     config = BackboneConfig.preset("tiny", vocab_size=VOCAB)
     lm = EHRLanguageModel(config)
     lm.save_pretrained(tmp_path / "pretrained")
-    model = MultitaskModel.from_backbone(tmp_path / "pretrained", ["a", "b"], [4, 5], head="task_per_task").eval()
+    model = MultitaskModel.from_backbone(tmp_path / "pretrained", ["a", "b"], [4, 5],
+                                         head="task_per_task").eval()
     for key, value in lm.backbone.state_dict().items():
         torch.testing.assert_close(model.backbone.state_dict()[key], value)
     model.save_pretrained(tmp_path / "finetuned")
@@ -113,7 +115,8 @@ def test_save_and_load_round_trip_and_backbone_reuse(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(_batch()), model(_batch()))
     backbone = MambaBackbone.from_pretrained(tmp_path / "finetuned")  # e.g. for a probe of a finetuned model
-    torch.testing.assert_close(backbone.state_dict()["norm_f.weight"], model.backbone.state_dict()["norm_f.weight"])
+    torch.testing.assert_close(backbone.state_dict()["norm_f.weight"],
+                               model.backbone.state_dict()["norm_f.weight"])
 
 
 def test_bad_task_settings_are_rejected() -> None:

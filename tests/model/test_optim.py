@@ -45,4 +45,5 @@ def test_both_stages_build_their_optimizer_from_the_same_groups(mixer: str) -> N
         assert marked and not marked & _decayed(optimizer)
         assert _decayed(optimizer), "matrices are still decayed"
     head = {id(p) for p in model.head.parameters()}
-    assert any(group["initial_lr"] == 1e-3 and {id(p) for p in group["params"]} == head for group in finetune.param_groups)
+    assert any(group["initial_lr"] == 1e-3 and {id(p) for p in group["params"]} == head
+               for group in finetune.param_groups)

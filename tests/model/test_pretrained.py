@@ -56,7 +56,8 @@ def test_backbone_loads_from_a_language_model_directory(saved_lm: tuple[EHRLangu
         EHRLanguageModel.from_pretrained(backbone.save_pretrained(path.parent / "bb"))
 
 
-def test_missing_directory_and_files_are_named(tmp_path: Path, saved_lm: tuple[EHRLanguageModel, Path]) -> None:
+def test_missing_directory_and_files_are_named(tmp_path: Path,
+                                               saved_lm: tuple[EHRLanguageModel, Path]) -> None:
     with pytest.raises(MissingPretrainedFileError, match="not found"):
         EHRLanguageModel.from_pretrained(tmp_path / "nope")
     _, path = saved_lm
@@ -76,7 +77,8 @@ def test_bad_config_errors_name_the_file(saved_lm: tuple[EHRLanguageModel, Path]
     with pytest.raises(PretrainedFormatError, match="config.json: not valid JSON"):
         EHRLanguageModel.from_pretrained(path)
     config_path.write_text(json.dumps({**meta, "config": {**meta["config"], "d_modle": 3}}))
-    with pytest.raises(PretrainedFormatError, match=r"config.json: unknown BackboneConfig field\(s\) \['d_modle'\]"):
+    with pytest.raises(PretrainedFormatError,
+                       match=r"config.json: unknown BackboneConfig field\(s\) \['d_modle'\]"):
         EHRLanguageModel.from_pretrained(path)
     config_path.write_text(json.dumps({**meta, "config": {**meta["config"], "d_model": 32}}))
     with pytest.raises(PretrainedFormatError, match="model.safetensors: .* has shape"):

@@ -30,12 +30,15 @@ def close(actual: Tensor, expected: Tensor, dtype: torch.dtype, grad: bool = Fal
     return bool(torch.allclose(actual, expected, rtol=rtol, atol=atol))
 
 
-def assert_parity(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str, grad: bool = False) -> None:
+def assert_parity(actual: Tensor, expected: Tensor, dtype: torch.dtype, what: str,
+                  grad: bool = False) -> None:
     """Raise with the worst error when :func:`close` fails."""
     if not close(actual, expected, dtype, grad):
         err = (actual.double() - expected.double()).abs().max().item()
         scale = expected.abs().max().item()
-        raise AssertionError(f"{what} ({dtype}, grad={grad}): max abs error {err:.3e} (reference max {scale:.3e})")
+        raise AssertionError(
+            f"{what} ({dtype}, grad={grad}): max abs error {err:.3e} (reference max {scale:.3e})"
+        )
 
 
 def leaves(tensors: list[Tensor | None], dtype: torch.dtype) -> list[Tensor | None]:

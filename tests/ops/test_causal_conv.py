@@ -18,7 +18,8 @@ def loop_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
 
 def test_matches_a_loop_and_is_causal() -> None:
     torch.manual_seed(0)
-    x, w, bias = torch.randn(2, 13, 5, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    x, w, bias = (torch.randn(2, 13, 5, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64),
+                  torch.randn(5, dtype=torch.float64))
     y = causal_conv1d(x, w, bias)
     torch.testing.assert_close(y, loop_conv(x, w, bias))
     changed = x.clone()

@@ -32,7 +32,8 @@ def test_disable_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         load_kernels.cache_clear()
 
 
-def test_failed_imports_are_caught_and_logged_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_imports_are_caught_and_logged_once(monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     """What a CUDA machine with a broken mamba-ssm install sees: a fallback, one warning."""
 
     def broken() -> None:
@@ -44,7 +45,8 @@ def test_failed_imports_are_caught_and_logged_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(kernels, "_import_selective_scan", broken)
     monkeypatch.setattr(kernels, "_import_chunk_scan", no_triton)
-    monkeypatch.setattr(kernels, "_import_causal_conv1d", lambda: (_ for _ in ()).throw(ImportError("No module named 'causal_conv1d'")))
+    monkeypatch.setattr(kernels, "_import_causal_conv1d",
+                        lambda: (_ for _ in ()).throw(ImportError("No module named 'causal_conv1d'")))
     load_kernels.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="ehrfm.ops.kernels"):

@@ -44,7 +44,8 @@ def test_selective_scan_kernel(dtype: torch.dtype, l: int) -> None:
     b, d, n = 2, 64, 16
     u, delta, z = _randn(b, d, l, gen=gen), _randn(b, d, l, gen=gen) * 0.5 - 1.0, _randn(b, d, l, gen=gen)
     A = -(torch.rand(d, n, generator=gen, device="cuda", dtype=torch.float64) * 2 + 0.3)
-    B, C, D, bias = _randn(b, n, l, gen=gen), _randn(b, n, l, gen=gen), _randn(d, gen=gen), _randn(d, gen=gen) * 0.1
+    B, C, D, bias = (_randn(b, n, l, gen=gen), _randn(b, n, l, gen=gen), _randn(d, gen=gen),
+                     _randn(d, gen=gen) * 0.1)
     grad_out = _randn(b, d, l, gen=gen)
     # The kernel keeps A, D and delta_bias in float32 whatever the input dtype (as in mamba-ssm).
     low = leaves([u, delta, B, C, z], dtype) + leaves([A, D, bias], torch.float32)
@@ -55,7 +56,8 @@ def test_selective_scan_kernel(dtype: torch.dtype, l: int) -> None:
         return fn(u, delta, A, B, C, D, z, bias, True)
 
     y, grads = run(lambda *a: call(selective_scan_fn, *a), low, grad_out)
-    y_ref, grads_ref = run(lambda *a: call(lambda *x: selective_scan(*x), *a), ref, grad_out.to(dtype).double())
+    y_ref, grads_ref = run(lambda *a: call(lambda *x: selective_scan(*x), *a), ref,
+                           grad_out.to(dtype).double())
     assert_parity(y, y_ref, dtype, "y")
     for name, g, g_ref in zip(["u", "delta", "B", "C", "z", "A", "D", "delta_bias"], grads, grads_ref):
         assert_parity(g, g_ref, dtype, f"d{name}", grad=True)
@@ -101,7 +103,8 @@ def test_causal_conv1d_kernel(dtype: torch.dtype) -> None:
     low = leaves([x, w, bias], dtype)
     ref = leaves([t.detach().double() for t in low], torch.float64)
     y, grads = run(lambda *a: causal_conv1d(*a, activation="silu", use_kernel=True), low, grad_out)
-    y_ref, grads_ref = run(lambda *a: causal_conv1d(*a, activation="silu", use_kernel=False), ref, grad_out.to(dtype).double())
+    y_ref, grads_ref = run(lambda *a: causal_conv1d(*a, activation="silu", use_kernel=False), ref,
+                           grad_out.to(dtype).double())
     assert_parity(y, y_ref, dtype, "y")
     for name, g_, g_ref in zip(["x", "weight", "bias"], grads, grads_ref):
         assert_parity(g_, g_ref, dtype, f"d{name}", grad=True)

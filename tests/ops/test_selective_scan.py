@@ -89,7 +89,8 @@ def test_initial_and_final_state_continue_a_sequence(split: int) -> None:
     y2, s2 = selective_scan(*rest, z=z[..., split:], initial_state=s1, **kw)
     torch.testing.assert_close(torch.cat([y1, y2], dim=-1), y_full)
     torch.testing.assert_close(s2, s_full)
-    _, s_naive = selective_scan_naive(u, delta, A, B, C, z=z, D=D, delta_softplus=True, return_last_state=True)
+    _, s_naive = selective_scan_naive(u, delta, A, B, C, z=z, D=D, delta_softplus=True,
+                                      return_last_state=True)
     torch.testing.assert_close(s_full, s_naive)
 
 
@@ -100,7 +101,8 @@ def test_step_by_step_matches_reference(g: int) -> None:
     y_full, s_full = selective_scan(u, delta, A, B, C, D=D, z=z, return_last_state=True)
     state = torch.zeros(2, 8, 16, dtype=torch.float64)
     for t in range(45):
-        y_t, state = selective_scan_step(state, u[..., t], delta[..., t], A, B[..., t], C[..., t], D, z[..., t])
+        y_t, state = selective_scan_step(state, u[..., t], delta[..., t], A, B[..., t], C[..., t], D,
+                                         z[..., t])
         torch.testing.assert_close(y_t, y_full[..., t])
     torch.testing.assert_close(state, s_full)
 
@@ -108,7 +110,8 @@ def test_step_by_step_matches_reference(g: int) -> None:
 def test_zero_step_size_is_padding() -> None:
     u, delta, A, B, C, *_ = make_inputs(2, 8, 90, 16, 0)
     delta = torch.nn.functional.softplus(delta)
-    _, s_real = selective_scan(u[..., :60], delta[..., :60], A, B[..., :60], C[..., :60], return_last_state=True)
+    _, s_real = selective_scan(u[..., :60], delta[..., :60], A, B[..., :60], C[..., :60],
+                               return_last_state=True)
     padded = delta.clone()
     padded[..., 60:] = 0
     _, s_padded = selective_scan(u, padded, A, B, C, return_last_state=True)

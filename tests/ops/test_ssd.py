@@ -91,9 +91,11 @@ def test_the_comparison_catches_plausible_bugs() -> None:
 def test_initial_and_final_state_continue_a_sequence(split: int) -> None:
     x, dt, A, B, C, D = make_inputs(2, 203, 4, 8, 2, 16)
     y_full, s_full = ssd_chunked(x, dt, A, B, C, chunk_size=64, D=D, return_final_state=True)
-    y1, s1 = ssd_chunked(x[:, :split], dt[:, :split], A, B[:, :split], C[:, :split], chunk_size=64, D=D, return_final_state=True)
+    y1, s1 = ssd_chunked(x[:, :split], dt[:, :split], A, B[:, :split], C[:, :split], chunk_size=64, D=D,
+                         return_final_state=True)
     y2, s2 = ssd_chunked(
-        x[:, split:], dt[:, split:], A, B[:, split:], C[:, split:], chunk_size=64, D=D, initial_state=s1, return_final_state=True
+        x[:, split:], dt[:, split:], A, B[:, split:], C[:, split:], chunk_size=64, D=D, initial_state=s1,
+        return_final_state=True,
     )
     torch.testing.assert_close(torch.cat([y1, y2], dim=1), y_full)
     torch.testing.assert_close(s2, s_full)
@@ -114,7 +116,8 @@ def test_step_by_step_matches_chunked() -> None:
 def test_zero_step_size_is_padding() -> None:
     """dt = 0 on trailing positions leaves the final state at the last real step."""
     x, dt, A, B, C, D = make_inputs(2, 90, 4, 8, 1, 16)
-    _, s_real = ssd_chunked(x[:, :60], dt[:, :60], A, B[:, :60], C[:, :60], chunk_size=32, return_final_state=True)
+    _, s_real = ssd_chunked(x[:, :60], dt[:, :60], A, B[:, :60], C[:, :60], chunk_size=32,
+                            return_final_state=True)
     dt_padded = dt.clone()
     dt_padded[:, 60:] = 0
     _, s_padded = ssd_chunked(x, dt_padded, A, B, C, chunk_size=32, return_final_state=True)

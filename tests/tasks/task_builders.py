@@ -34,7 +34,8 @@ def frame(*rows: tuple[Any, ...]) -> pl.DataFrame:
             "code": [r[2] for r in rows],
             "encounter_id": [r[3] if len(r) > 3 else None for r in rows],
         },
-        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "encounter_id": pl.String},
+        schema={"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
+                "encounter_id": pl.String},
     )
 
 
@@ -59,7 +60,8 @@ def make_task(**sections: Any) -> TaskDefinition:
 
 
 def _matches(task_match: Any, code: str | None) -> bool:
-    return code is not None and (code in task_match.codes or any(code.startswith(p) for p in task_match.prefixes))
+    return code is not None and (code in task_match.codes
+                                 or any(code.startswith(p) for p in task_match.prefixes))
 
 
 def reference_candidates(task: TaskDefinition, events: pl.DataFrame) -> list[dict[str, Any]]:
@@ -110,7 +112,8 @@ def reference_candidates(task: TaskDefinition, events: pl.DataFrame) -> list[dic
             rows.append({"subject_id": subject, "prediction_time": pt, "encounter_id": enc, "reason": reason,
                          "outcome_time": outcome, "censored": outcome is None and end > last,
                          "boolean_value": (outcome is not None) != task.label.negate})
-    rows.sort(key=lambda r: (r["subject_id"], r["prediction_time"], r["encounter_id"] is None, r["encounter_id"] or ""))
+    rows.sort(key=lambda r: (r["subject_id"], r["prediction_time"], r["encounter_id"] is None,
+                             r["encounter_id"] or ""))
     seen: set[tuple[int, dt.datetime]] = set()
     for r in rows:
         if r["reason"] is None:
@@ -133,8 +136,8 @@ def reference_candidates(task: TaskDefinition, events: pl.DataFrame) -> list[dic
             for _, i in sorted(pairs)[limit:]:
                 rows[i]["reason"] = "sampling"
     return [
-        {"subject_id": r["subject_id"], "prediction_time": r["prediction_time"], "encounter_id": r["encounter_id"],
-         "excluded_by": r["reason"], "boolean_value": r["boolean_value"] if r["reason"] is None else None,
+        {"subject_id": r["subject_id"], "prediction_time": r["prediction_time"],
+         "encounter_id": r["encounter_id"], "excluded_by": r["reason"], "boolean_value": r["boolean_value"] if r["reason"] is None else None,
          "outcome_time": r["outcome_time"]}
         for r in rows
     ]
@@ -152,5 +155,6 @@ def write_meds_dir(root: Path, events: pl.DataFrame, splits: dict[int, str], *, 
         part = full.filter(pl.col("subject_id").is_in(mine)).sort("subject_id", "time", nulls_last=False)
         pq.write_table(to_meds_table(part), root / "data" / f"{i}.parquet")
     pl.DataFrame({"subject_id": list(splits), "split": list(splits.values())},
-                 schema={"subject_id": pl.Int64, "split": pl.String}).write_parquet(root / "metadata" / "subject_splits.parquet")
+                 schema={"subject_id": pl.Int64, "split": pl.String}).write_parquet(
+        root / "metadata" / "subject_splits.parquet")
     return root

@@ -67,8 +67,8 @@ def test_writes_meds_labels_details_and_summary(meds_dir: Path, tmp_path: Path) 
     assert list(task["splits"]) == ["train", "tuning", "held_out", "no_split"]
     assert task["all"]["rows"] == 4 and task["all"]["candidates"] == 6
     assert task["all"]["excluded"] == {r: (2 if r == "censored" else 0) for r in EXCLUSION_REASONS}
-    assert task["splits"]["train"] == {"rows": 2, "positives": 2, "negatives": 0, "subjects": 1, "candidates": 2,
-                                       "excluded": {r: 0 for r in EXCLUSION_REASONS}}
+    assert task["splits"]["train"] == {"rows": 2, "positives": 2, "negatives": 0, "subjects": 1,
+                                       "candidates": 2, "excluded": {r: 0 for r in EXCLUSION_REASONS}}
     assert task["splits"]["held_out"]["rows"] == 0 and task["splits"]["held_out"]["excluded"]["censored"] == 1
     assert task["splits"]["tuning"]["excluded"]["censored"] == 1
     assert task["splits"]["no_split"]["rows"] == 1
@@ -93,7 +93,8 @@ def test_every_builtin_labels_a_small_dataset(meds_dir: Path, tmp_path: Path) ->
 
 def test_user_task_file_and_bad_inputs(meds_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "name": "mine", "trigger": {"prefixes": ["VISIT_END/"], "offset": "1s"}}))
+    path.write_text(yaml.safe_dump({**BASE, "name": "mine",
+                                    "trigger": {"prefixes": ["VISIT_END/"], "offset": "1s"}}))
     summary = label_meds_dataset(meds_dir, [str(path)], tmp_path / "labels")
     assert summary["tasks"]["mine"]["source"] == str(path)
     with pytest.raises(ValueError, match="no tasks given"):
@@ -108,10 +109,12 @@ def test_missing_splits_file_counts_everyone_as_no_split(meds_dir: Path, tmp_pat
     assert list(summary["tasks"]["mortality_1y"]["splits"]) == ["no_split"]
 
 
-def test_hydra_stage_from_the_composed_config(meds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hydra_stage_from_the_composed_config(meds_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "labels"
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="label", overrides=[f"input={meds_dir}", f"output={out}", "tasks=[mortality_1y]"])
+        cfg = compose(config_name="label",
+                      overrides=[f"input={meds_dir}", f"output={out}", "tasks=[mortality_1y]"])
         summary = run_label_stage(cfg)
         assert summary["tasks"]["mortality_1y"]["all"]["rows"] == 4
         assert (out / "mortality_1y.parquet").is_file() and (out / "label_config.yaml").is_file()
@@ -123,4 +126,5 @@ def test_hydra_stage_from_the_composed_config(meds_dir: Path, tmp_path: Path, ca
 def test_label_yaml_lists_exactly_the_builtins() -> None:
     cfg = OmegaConf.load(conf_dir() / "label.yaml")
     assert sorted(cfg.tasks) == builtin_task_names()
-    assert OmegaConf.to_container(cfg.defaults) == [{"hydra": "ehrfm"}, {"override hydra/job_logging": "stdout"}, "_self_"]
+    assert OmegaConf.to_container(cfg.defaults) == [{"hydra": "ehrfm"}, {"override hydra/job_logging": "stdout"},
+                                                    "_self_"]

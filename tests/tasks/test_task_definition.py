@@ -165,19 +165,25 @@ def test_duration_must_be_a_string(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("section, value, expected", [
     ({"label": {"negate": "yes"}}, "'yes'", "label.negate: expected true or false"),
-    ({"sampling": {"max_per_subject": 2.5}}, "2.5", "sampling.max_per_subject: expected a whole number or null"),
-    ({"sampling": {"max_per_subject": True}}, "True", "sampling.max_per_subject: expected a whole number or null"),
+    ({"sampling": {"max_per_subject": 2.5}}, "2.5",
+     "sampling.max_per_subject: expected a whole number or null"),
+    ({"sampling": {"max_per_subject": True}}, "True",
+     "sampling.max_per_subject: expected a whole number or null"),
     ({"sampling": {"max_per_subject": 0}}, "0", "sampling.max_per_subject: must be >= 1"),
     ({"sampling": {"seed": -1}}, "-1", "sampling.seed: must be >= 0"),
-    ({"label": {"codes": "MEDS_DEATH"}}, "'MEDS_DEATH'", "label.codes: expected a list of codes; write [MEDS_DEATH]"),
+    ({"label": {"codes": "MEDS_DEATH"}}, "'MEDS_DEATH'",
+     "label.codes: expected a list of codes; write [MEDS_DEATH]"),
     ({"label": {"codes": ["A", 3]}}, "3", "label.codes[1]: expected a non-empty code string"),
     ({"label": {"codes": []}}, None, "label: needs at least one entry in 'codes' or 'prefixes'"),
     ({"observation": {"min_age_years": "18"}}, "'18'", "observation.min_age_years: expected a number"),
-    ({"observation": {"min_age_years": 70, "max_age_years": 60}}, "60", "observation.max_age_years: must be >= min_age_years (70)"),
-    ({"prediction_window": {"start": "30d", "end": "30d"}}, "'30d'", "prediction_window.end: must be longer than start (30d)"),
+    ({"observation": {"min_age_years": 70, "max_age_years": 60}}, "60",
+     "observation.max_age_years: must be >= min_age_years (70)"),
+    ({"prediction_window": {"start": "30d", "end": "30d"}}, "'30d'",
+     "prediction_window.end: must be longer than start (30d)"),
     ({"name": "Mortality 1y"}, "'Mortality 1y'", "name: expected lowercase letters"),
     ({"name": 7}, "7", "name: expected a string, not int"),
-    ({"prompt_token": "[TASK_016]"}, "'[TASK_016]'", "prompt_token: expected one of the tokenizer's reserved tokens [TASK_000]..[TASK_015]"),
+    ({"prompt_token": "[TASK_016]"}, "'[TASK_016]'",
+     "prompt_token: expected one of the tokenizer's reserved tokens [TASK_000]..[TASK_015]"),
     ({"trigger": ["VISIT_END/IMP"]}, "['VISIT_END/IMP']", "trigger: expected a mapping of keys to values"),
 ])
 def test_bad_types_and_values(tmp_path: Path, section: dict, value: str | None, expected: str) -> None:
@@ -189,7 +195,8 @@ def test_bad_types_and_values(tmp_path: Path, section: dict, value: str | None, 
 
 def test_unquoted_prompt_token_gets_a_yaml_hint(tmp_path: Path) -> None:
     text = yaml.safe_dump(BASE).replace("'[TASK_007]'", "[TASK_007]")
-    with pytest.raises(TaskDefinitionError, match=re.escape('quote it in YAML: prompt_token: "[TASK_000]"; got [\'TASK_007\']')):
+    with pytest.raises(TaskDefinitionError,
+                       match=re.escape('quote it in YAML: prompt_token: "[TASK_000]"; got [\'TASK_007\']')):
         load_task(write(tmp_path, text))
 
 
@@ -201,14 +208,16 @@ def test_missing_required_keys(tmp_path: Path) -> None:
     data["trigger"] = {"codes": ["X"]}
     assert "trigger.offset: required key is missing" in error_for(tmp_path, data)
     data = with_(trigger={"offset": None})
-    assert "trigger.offset: expected a duration such as '0s' or '1s', not null; got None" in error_for(tmp_path, data)
+    assert ("trigger.offset: expected a duration such as '0s' or '1s', not null; got None"
+            in error_for(tmp_path, data))
     data = with_()
     data["prediction_window"] = {"start": "0s"}
     assert "prediction_window.end: required key is missing" in error_for(tmp_path, data)
 
 
 def test_not_a_mapping_and_not_yaml(tmp_path: Path) -> None:
-    with pytest.raises(TaskDefinitionError, match=r"task.yaml: <top level>: expected a mapping .*; got \['a', 'b'\]"):
+    with pytest.raises(TaskDefinitionError,
+                       match=r"task.yaml: <top level>: expected a mapping .*; got \['a', 'b'\]"):
         load_task(write(tmp_path, "[a, b]\n"))
     with pytest.raises(TaskDefinitionError, match=r"task.yaml: not valid YAML"):
         load_task(write(tmp_path, "name: [unclosed\n"))
@@ -244,7 +253,8 @@ def test_duplicate_names_are_refused(tmp_path: Path) -> None:
         load_tasks(["mortality_1y", path])
 
 
-@pytest.mark.parametrize("text, expected", [("1s", dt.timedelta(seconds=1)), ("90min", dt.timedelta(minutes=90)),
+@pytest.mark.parametrize("text, expected", [("1s", dt.timedelta(seconds=1)),
+                                            ("90min", dt.timedelta(minutes=90)),
                                             ("24h", dt.timedelta(days=1)), ("2w", dt.timedelta(days=14)),
                                             ("0s", dt.timedelta(0)), ("365d", dt.timedelta(days=365))])
 def test_parse_duration_accepts(text: str, expected: dt.timedelta) -> None:

@@ -73,11 +73,14 @@ def test_window_is_open_at_start_and_closed_at_end(outcome_at: str, positive: bo
 
 def test_window_start_offset_skips_early_outcomes() -> None:
     task = make_task(prediction_window={"start": "2d", "end": "10d"})
-    early = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-03", "OUTCOME"), later())  # exactly pt + 2d: open
+    early = frame((1, "2020-01-01", "TRIGGER"),
+                  (1, "2020-01-03", "OUTCOME"), later())  # exactly pt + 2d: open
     assert only_label(task, early) is False
-    inside = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-03", "OUTCOME"), (1, "2020-01-05", "OUTCOME"), later())
+    inside = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-03", "OUTCOME"), (1, "2020-01-05", "OUTCOME"),
+                   later())
     labels = label_task(task, inside)
-    assert labels["boolean_value"].to_list() == [True] and labels["outcome_time"].to_list() == [ts("2020-01-05")]
+    assert (labels["boolean_value"].to_list() == [True]
+            and labels["outcome_time"].to_list() == [ts("2020-01-05")])
 
 
 def test_outcome_before_the_prediction_time_does_not_count() -> None:
@@ -94,7 +97,8 @@ def test_open_ended_window_runs_to_the_last_record_and_is_never_censored() -> No
 
 
 def test_first_outcome_in_window_is_the_defining_event() -> None:
-    events = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-04", "OUTCOME"), (1, "2020-01-02", "OUTCOME"), later())
+    events = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-04", "OUTCOME"), (1, "2020-01-02", "OUTCOME"),
+                   later())
     assert label_task(make_task(), events)["outcome_time"].to_list() == [ts("2020-01-02")]
 
 
@@ -143,9 +147,11 @@ def test_long_stay_shape_discharge_within_window_vs_after() -> None:
                      label={"codes": [], "prefixes": ["VISIT_END/"], "same_encounter": True, "negate": True},
                      exclusions={"encounter_ended": True})
     events = frame(
-        (1, "2020-01-01", "TRIGGER", "short"), (1, "2020-01-01 12:00", "VISIT_END/IMP", "short"),  # gone in 24h
+        (1, "2020-01-01", "TRIGGER", "short"),
+        (1, "2020-01-01 12:00", "VISIT_END/IMP", "short"),  # gone in 24h
         (1, "2020-02-01", "TRIGGER", "at24h"), (1, "2020-02-02", "VISIT_END/IMP", "at24h"),  # ends at pt
-        (1, "2020-03-01", "TRIGGER", "normal"), (1, "2020-03-08", "VISIT_END/IMP", "normal"),  # exactly 7 days
+        (1, "2020-03-01", "TRIGGER", "normal"),
+        (1, "2020-03-08", "VISIT_END/IMP", "normal"),  # exactly 7 days
         (1, "2020-04-01", "TRIGGER", "long"), (1, "2020-04-08 00:00:01", "VISIT_END/IMP", "long"),  # > 7 days
         later(),
     )
@@ -158,8 +164,8 @@ def test_long_stay_shape_discharge_within_window_vs_after() -> None:
 
 
 def test_prediction_times_at_or_after_death_are_excluded() -> None:
-    events = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-05", "TRIGGER"), (1, "2020-01-05", "MEDS_DEATH"),
-                   (1, "2020-01-06", "TRIGGER"), later())
+    events = frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-05", "TRIGGER"),
+                   (1, "2020-01-05", "MEDS_DEATH"), (1, "2020-01-06", "TRIGGER"), later())
     assert reasons(make_task(), events) == [None, "after_death", "after_death"]
 
 
@@ -220,7 +226,8 @@ def test_two_triggers_at_one_instant_give_one_row() -> None:
 
 def test_an_earlier_exclusion_wins_over_later_ones() -> None:
     task = make_task(exclusions={"history": {"codes": ["OUTCOME"]}})
-    events = frame((1, "2019-01-01", "OUTCOME"), (1, "2019-06-01", "MEDS_DEATH"), (1, "2020-01-01", "TRIGGER"))
+    events = frame((1, "2019-01-01", "OUTCOME"), (1, "2019-06-01", "MEDS_DEATH"),
+                   (1, "2020-01-01", "TRIGGER"))
     assert reasons(task, events) == ["after_death"]
 
 
@@ -305,7 +312,8 @@ def test_lazy_and_eager_inputs_give_the_same_labels() -> None:
 
 def test_timezone_aware_times_are_read_as_utc() -> None:
     naive = frame((1, "2020-01-01 10:00", "TRIGGER"), later())
-    aware = naive.with_columns(pl.col("time").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris"))
+    aware = naive.with_columns(
+        pl.col("time").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris"))
     assert label_task(make_task(), aware)["prediction_time"].to_list() == [ts("2020-01-01 10:00")]
 
 
@@ -332,7 +340,8 @@ def test_every_reason_is_a_documented_one() -> None:
 
 
 def test_meds_label_table_validates_and_has_exactly_the_label_columns() -> None:
-    labels = label_task(make_task(), frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-03", "OUTCOME"), later()))
+    labels = label_task(make_task(),
+                        frame((1, "2020-01-01", "TRIGGER"), (1, "2020-01-03", "OUTCOME"), later()))
     table = to_meds_labels(labels)
     LabelSchema.validate(table)
     assert table.schema.names == ["subject_id", "prediction_time", "boolean_value"]
@@ -349,11 +358,13 @@ def test_vectorised_labeler_matches_the_loop_reference_on_a_mixed_story() -> Non
                      exclusions={"history": {"codes": ["HX"]}}, sampling={"max_per_subject": 2, "seed": 3})
     events = frame(
         (1, "2010-01-01", "MEDS_BIRTH"), (1, "2019-12-01", "X"), (1, "2020-01-01", "TRIGGER", "e1"),
-        (1, "2020-01-05", "OUTCOME", "e2"), (1, "2020-02-01", "TRIGGER", "e3"), (1, "2020-03-01", "TRIGGER", "e4"),
+        (1, "2020-01-05", "OUTCOME", "e2"), (1, "2020-02-01", "TRIGGER", "e3"),
+        (1, "2020-03-01", "TRIGGER", "e4"),
         (1, "2020-03-02", "HX"), (1, "2020-04-01", "TRIGGER", "e5"), (1, "2020-05-01", "TRIGGER", "e6"),
         (1, "2021-01-01", "FILLER"),
         (2, "2019-06-01", "MEDS_BIRTH"), (2, "2019-07-01", "X"), (2, "2020-01-01", "TRIGGER"),
-        (2, "2020-06-01", "MEDS_DEATH"), (4, "1990-01-01", "MEDS_BIRTH"), (4, "2019-01-01", "X"), (4, "2020-01-01", "TRIGGER"), (4, "2020-01-03", "FILLER"),
+        (2, "2020-06-01", "MEDS_DEATH"), (4, "1990-01-01", "MEDS_BIRTH"), (4, "2019-01-01", "X"),
+        (4, "2020-01-01", "TRIGGER"), (4, "2020-01-03", "FILLER"),
         (3, "2000-01-01", "MEDS_BIRTH"), (3, "2020-01-01", "TRIGGER"), (3, "2020-01-01 12:00", "TRIGGER"),
         (3, "2020-01-02", "OUTCOME"), (3, "2020-01-08", "FILLER"),
     )
@@ -366,6 +377,8 @@ def test_vectorised_labeler_matches_the_loop_reference_on_a_mixed_story() -> Non
 def test_time_rules_use_microseconds() -> None:
     # Offsets and windows are exact: one microsecond past the end is outside.
     events = frame((1, "2020-01-01", "TRIGGER"), later())
-    events = pl.concat([events, pl.DataFrame({"subject_id": [1], "time": [ts("2020-01-11") + dt.timedelta(microseconds=1)],
-                                              "code": ["OUTCOME"], "encounter_id": [None]}, schema=events.schema)])
+    events = pl.concat([events, pl.DataFrame({"subject_id": [1],
+                                              "time": [ts("2020-01-11") + dt.timedelta(microseconds=1)],
+                                              "code": ["OUTCOME"], "encounter_id": [None]},
+                                             schema=events.schema)])
     assert only_label(make_task(), events) is False

@@ -31,7 +31,8 @@ ROW_BUDGET = 3100  # what multitask finetuning on CPU affords per task (about 3,
 
 
 @pytest.fixture(scope="module")
-def labelled(synthea_meds: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], float]:
+def labelled(synthea_meds: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], float]:
     out = tmp_path_factory.mktemp("labels")
     started = time.perf_counter()
     summary = label_meds_dataset(synthea_meds, builtin_task_names(), out)
@@ -62,12 +63,15 @@ def test_builtins_are_the_documented_ones(labelled: tuple[Path, dict[str, Any], 
 
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
-def test_counts_are_the_documented_non_degenerate_ones(labelled: tuple[Path, dict[str, Any], float], name: str) -> None:
+def test_counts_are_the_documented_non_degenerate_ones(labelled: tuple[Path, dict[str, Any], float],
+                                                       name: str) -> None:
     summary = labelled[1]["tasks"][name]
     labels = details(labelled, name)
     for split in SPLITS:
         counts = summary["splits"][split]
-        assert (counts["positives"], counts["negatives"], counts["subjects"]) == DOCUMENTED[name][split], split
+        assert (
+            (counts["positives"], counts["negatives"], counts["subjects"]) == DOCUMENTED[name][split]
+        ), split
         part = labels.filter(pl.col("split") == split)
         assert counts["rows"] == part.height and counts["positives"] == part["boolean_value"].sum()
         # Non-degenerate: both classes everywhere, at least 10 positives to evaluate and tune on,
@@ -85,7 +89,8 @@ def test_labelling_is_fast_and_repeatable(labelled: tuple[Path, dict[str, Any], 
     out, _, seconds = labelled
     assert seconds < 30, f"labelling {len(builtin_task_names())} tasks took {seconds:.1f} s"
     again = label_meds_dataset(synthea_meds, ["mortality_1y"], tmp_path)
-    assert pl.read_parquet(tmp_path / "mortality_1y.parquet").equals(pl.read_parquet(out / "mortality_1y.parquet"))
+    assert pl.read_parquet(tmp_path / "mortality_1y.parquet").equals(
+        pl.read_parquet(out / "mortality_1y.parquet"))
     assert again["tasks"]["mortality_1y"]["all"] == labelled[1]["tasks"]["mortality_1y"]["all"]
 
 
@@ -152,7 +157,8 @@ def test_vectorised_labeler_matches_the_loop_reference(events: pl.DataFrame, nam
     chosen = sorted(set(subjects[::20]) | set(deceased[::6]))
     part = events.filter(pl.col("subject_id").is_in(chosen))
     got = candidate_table(task, part).select(
-        "subject_id", "prediction_time", "encounter_id", "excluded_by", "boolean_value", "outcome_time").to_dicts()
+        "subject_id", "prediction_time", "encounter_id", "excluded_by", "boolean_value", "outcome_time"
+    ).to_dicts()
     expected = reference_candidates(task, part)
     assert len(got) == len(expected) > 0
     assert got == expected

@@ -57,10 +57,12 @@ def events_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def patient(subject: int, sex: str = "female", birth: str = "1980-05-01") -> list[dict[str, Any]]:
-    return [event(subject, None, f"GENDER/{sex}"), event(subject, None, "RACE/2106-3"), event(subject, birth, "MEDS_BIRTH")]
+    return [event(subject, None, f"GENDER/{sex}"), event(subject, None, "RACE/2106-3"),
+            event(subject, birth, "MEDS_BIRTH")]
 
 
-def visit(subject: int, enc: str, start: str, end: str, cls: str = "AMB", *inner: dict[str, Any]) -> list[dict[str, Any]]:
+def visit(subject: int, enc: str, start: str, end: str, cls: str = "AMB",
+          *inner: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         event(subject, start, f"VISIT_START/{cls}", encounter=enc, resource_type="Encounter"),
         event(subject, start, "SNOMED/185349003", encounter=enc, resource_type="Encounter"),
@@ -80,11 +82,13 @@ def write_meds(root: Path, events: pl.DataFrame, splits: dict[int, str], *, shar
         events.filter(pl.col(SUBJECT_ID).is_in(mine)).sort(SUBJECT_ID, TIME, nulls_last=False).write_parquet(
             root / "data" / f"{i}.parquet"
         )
-    pl.DataFrame({SUBJECT_ID: list(splits), "split": list(splits.values())}, schema={SUBJECT_ID: pl.Int64, "split": pl.String}).write_parquet(
+    pl.DataFrame({SUBJECT_ID: list(splits), "split": list(splits.values())},
+                 schema={SUBJECT_ID: pl.Int64, "split": pl.String}).write_parquet(
         root / subject_splits_filepath
     )
     descriptions = descriptions or {}
-    pl.DataFrame({CODE: list(descriptions), "description": list(descriptions.values())}, schema={CODE: pl.String, "description": pl.String}).write_parquet(
+    pl.DataFrame({CODE: list(descriptions), "description": list(descriptions.values())},
+                 schema={CODE: pl.String, "description": pl.String}).write_parquet(
         root / code_metadata_filepath
     )
     return root

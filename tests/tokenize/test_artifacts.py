@@ -25,8 +25,10 @@ def cohort(n: int = 30) -> pl.DataFrame:
             enc = f"{s}-{v}"
             day = f"20{10 + v}-0{1 + s % 9}-1{v}"
             rows += visit(s, enc, f"{day} 08:00", f"{day} 09:00", "AMB" if v else "EMER",
-                          event(s, f"{day} 08:10", "LOINC/2160-0", 0.5 + (s * 7 + v) % 13 / 10, unit="mg/dL", encounter=enc),
-                          event(s, f"{day} 08:20", "LOINC/72166-2", text=["SNOMED/266919005", "SNOMED/8517006"][s % 2], encounter=enc),
+                          event(s, f"{day} 08:10", "LOINC/2160-0", 0.5 + (s * 7 + v) % 13 / 10, unit="mg/dL",
+                                encounter=enc),
+                          event(s, f"{day} 08:20", "LOINC/72166-2",
+                                text=["SNOMED/266919005", "SNOMED/8517006"][s % 2], encounter=enc),
                           event(s, f"{day} 08:30", f"SNOMED/{s % 5}", encounter=enc))
     return events_frame(rows)
 
@@ -75,7 +77,9 @@ def _edit_config(directory: Path, **changes) -> None:
 def test_wrong_format_version_names_file_and_versions(tmp_path: Path, fitted: EventTokenizer) -> None:
     fitted.save_pretrained(tmp_path)
     _edit_config(tmp_path, format_version=999)
-    with pytest.raises(TokenizerFormatError, match=rf"{CONFIG_FILE}: format_version 999 is not supported .* reads format_version 1"):
+    with pytest.raises(TokenizerFormatError,
+                       match=rf"{CONFIG_FILE}: format_version 999 is not supported "
+                             r".* reads format_version 1"):
         EventTokenizer.from_pretrained(tmp_path)
 
 
@@ -95,7 +99,8 @@ def test_unknown_or_inconsistent_parameters_are_rejected(tmp_path: Path, fitted:
         EventTokenizer.from_pretrained(tmp_path)
     fitted.save_pretrained(tmp_path)
     _edit_config(tmp_path, num_value_bins=5)  # the vocabulary was built for 10 bins
-    with pytest.raises(TokenizerFormatError, match=rf"{VOCAB_FILE}: fixed tokens do not match the parameters"):
+    with pytest.raises(TokenizerFormatError,
+                       match=rf"{VOCAB_FILE}: fixed tokens do not match the parameters"):
         EventTokenizer.from_pretrained(tmp_path)
 
 
@@ -104,7 +109,8 @@ def test_corrupt_json_and_unknown_names(tmp_path: Path, fitted: EventTokenizer) 
     (tmp_path / CONFIG_FILE).write_text("{not json")
     with pytest.raises(TokenizerFormatError, match=rf"{CONFIG_FILE}: not valid JSON"):
         EventTokenizer.from_pretrained(tmp_path)
-    with pytest.raises(MissingTokenizerFileError, match=r"no-such-tokenizer: no such tokenizer directory; shipped tokenizers:"):
+    with pytest.raises(MissingTokenizerFileError,
+                       match=r"no-such-tokenizer: no such tokenizer directory; shipped tokenizers:"):
         EventTokenizer.from_pretrained("no-such-tokenizer")
 
 
@@ -136,20 +142,25 @@ def test_decode_frame_recovers_exact_times_and_tokens(fitted: EventTokenizer) ->
 
 
 def test_decode_text_shows_descriptions_values_and_prefix(fitted: EventTokenizer) -> None:
-    descriptions = pl.DataFrame({"code": ["LOINC/2160-0", "SNOMED/266919005"], "description": ["Creatinine", "Never smoker"]})
+    descriptions = pl.DataFrame({"code": ["LOINC/2160-0", "SNOMED/266919005"],
+                                 "description": ["Creatinine", "Never smoker"]})
     seq = fitted.transform(cohort())
     text = decode(fitted, seq.filter(pl.col("subject_id") == 2), codes=descriptions)
     lines = text.splitlines()
-    assert lines[0].startswith("subject 2: ") and lines[1].startswith("prefix: [CLS] GENDER/female BIRTH_YEAR/1940")
+    assert (lines[0].startswith("subject 2: ")
+            and lines[1].startswith("prefix: [CLS] GENDER/female BIRTH_YEAR/1940"))
     lab = next(line for line in lines if "LOINC/2160-0" in line)
     assert "(Creatinine) VALUE/Q" in lab and "mg/dL]" in lab
     assert "TEXT/SNOMED/266919005 (Never smoker)" in text
     assert fitted.decode(seq.row(1, named=True), codes=descriptions) == text
 
 
-def test_decode_reads_codes_from_a_meds_dir_and_rejects_bad_input(tmp_path: Path, fitted: EventTokenizer) -> None:
+def test_decode_reads_codes_from_a_meds_dir_and_rejects_bad_input(tmp_path: Path,
+                                                                  fitted: EventTokenizer) -> None:
     (tmp_path / "metadata").mkdir()
-    pl.DataFrame({"code": ["LOINC/2160-0"], "description": ["Creatinine"]}).write_parquet(tmp_path / "metadata" / "codes.parquet")
+    pl.DataFrame({"code": ["LOINC/2160-0"], "description": ["Creatinine"]}).write_parquet(
+        tmp_path / "metadata" / "codes.parquet"
+    )
     seq = fitted.transform(cohort())
     assert "(Creatinine)" in decode(fitted, seq.row(0, named=True), codes=tmp_path)
     with pytest.raises(ValueError, match="decode takes one sequence; got a frame with 30 rows"):

@@ -53,12 +53,14 @@ def test_vocabulary_min_count_and_per_vocabulary_unk() -> None:
 def test_vocabulary_is_independent_of_count_order() -> None:
     counts = {f"LOINC/{i}": i % 7 + 1 for i in range(50)}
     a = Vocabulary.build(num_task_tokens=1, structural=[], learned_counts=counts, min_count=3)
-    b = Vocabulary.build(num_task_tokens=1, structural=[], learned_counts=dict(reversed(counts.items())), min_count=3)
+    b = Vocabulary.build(num_task_tokens=1, structural=[], learned_counts=dict(reversed(counts.items())),
+                         min_count=3)
     assert a == b
 
 
 def test_vocabulary_save_load_roundtrip_and_errors(tmp_path) -> None:
-    vocab = Vocabulary.build(num_task_tokens=1, structural=["X/1"], learned_counts={"A/tab\there": 3, 'Q/"q"': 3}, min_count=1)
+    vocab = Vocabulary.build(num_task_tokens=1, structural=["X/1"],
+                             learned_counts={"A/tab\there": 3, 'Q/"q"': 3}, min_count=1)
     path = tmp_path / "vocab.jsonl"
     vocab.save(path)
     assert Vocabulary.load(path) == vocab
@@ -101,7 +103,8 @@ def test_quantile_edges_match_numpy_and_bins_match_searchsorted() -> None:
 
 
 def test_value_on_an_edge_goes_to_the_lower_bin() -> None:
-    bins = fit_value_bins(_values("LOINC/x", None, [float(v) for v in range(1, 101)]).lazy(), num_bins=4, min_values=4)
+    bins = fit_value_bins(_values("LOINC/x", None, [float(v) for v in range(1, 101)]).lazy(), num_bins=4,
+                          min_values=4)
     assert bins[EDGES][0].to_list() == [25.75, 50.5, 75.25]  # exact in float32 too
     probe = _values("LOINC/x", None, [25.75, 25.76, 75.25, 75.26, -1e9])
     assert assign_value_tokens(probe, bins, num_bins=4)["value_bin"].to_list() == [1, 2, 3, 4, 1]
@@ -132,7 +135,8 @@ def test_bins_are_unit_aware() -> None:
 
 
 def test_sparse_unknown_and_non_finite_values_fall_back() -> None:
-    train = pl.concat([_values("LOINC/many", None, [float(v) for v in range(100)]), _values("LOINC/few", None, [1.0, 2.0])])
+    train = pl.concat([_values("LOINC/many", None, [float(v) for v in range(100)]),
+                       _values("LOINC/few", None, [1.0, 2.0])])
     bins = fit_value_bins(train.lazy(), num_bins=10, min_values=50)
     assert bins.filter(pl.col(CODE) == "LOINC/few")[EDGES][0].to_list() == []
     probe = pl.concat(
@@ -159,16 +163,19 @@ def test_constant_code_gets_one_bin() -> None:
 
 
 def test_value_bins_file_roundtrip_and_errors(tmp_path) -> None:
-    bins = fit_value_bins(_values("LOINC/x", "mg", [0.1 * v for v in range(100)]).lazy(), num_bins=10, min_values=5)
+    bins = fit_value_bins(_values("LOINC/x", "mg", [0.1 * v for v in range(100)]).lazy(), num_bins=10,
+                          min_values=5)
     path = tmp_path / "value_bins.json"
     save_value_bins(bins, path)
     loaded = load_value_bins(path)
     assert loaded.equals(bins)
     path.write_text('[{"code": "LOINC/x", "unit": null, "count": 3, "edges": [2.0, 1.0]}]')
-    with pytest.raises(TokenizerFormatError, match=r"value_bins.json: entry 0 \('LOINC/x'\) edges must be strictly increasing"):
+    with pytest.raises(TokenizerFormatError,
+                       match=r"value_bins.json: entry 0 \('LOINC/x'\) edges must be strictly increasing"):
         load_value_bins(path)
     path.write_text('[{"code": "LOINC/x"}]')
-    with pytest.raises(TokenizerFormatError, match="value_bins.json: entry 0 must have code, unit, count, edges"):
+    with pytest.raises(TokenizerFormatError,
+                       match="value_bins.json: entry 0 must have code, unit, count, edges"):
         load_value_bins(path)
 
 
@@ -198,5 +205,6 @@ def test_interval_buckets(days: float, token: str) -> None:
 
 def test_birth_year_buckets_clamp_to_fixed_range() -> None:
     got = [birth_year_token(y, 5) for y in (None, 1700, 1983, 1985, 2100)]
-    assert got == [BIRTH_YEAR_UNKNOWN, "BIRTH_YEAR/1880", "BIRTH_YEAR/1980", "BIRTH_YEAR/1985", "BIRTH_YEAR/2030"]
+    assert got == [BIRTH_YEAR_UNKNOWN, "BIRTH_YEAR/1880", "BIRTH_YEAR/1980", "BIRTH_YEAR/1985",
+                   "BIRTH_YEAR/2030"]
     assert set(got) <= set(birth_year_tokens(5))

@@ -19,7 +19,8 @@ def _population() -> pl.DataFrame:
             start, end = f"2020-0{1 + k // 4}-{10 + k:02d} 08:00", f"2020-0{1 + k // 4}-{10 + k:02d} 17:00"
             rows += visit(subject, f"e{subject}{k}", start, end, "AMB",
                           event(subject, start, "LOINC/1", float(k + subject), encounter=f"e{subject}{k}"),
-                          event(subject, start, "SNOMED/2", text="pos" if k % 2 else None, encounter=f"e{subject}{k}"))
+                          event(subject, start, "SNOMED/2", text="pos" if k % 2 else None,
+                                encounter=f"e{subject}{k}"))
     return events_frame(rows)
 
 

@@ -38,7 +38,8 @@ def sequences(tokenizer: EventTokenizer, events: pl.DataFrame) -> pl.DataFrame:
     return tokenizer.transform(events)
 
 
-def test_every_subject_has_an_aligned_time_ordered_sequence(sequences: pl.DataFrame, events: pl.DataFrame) -> None:
+def test_every_subject_has_an_aligned_time_ordered_sequence(sequences: pl.DataFrame,
+                                                            events: pl.DataFrame) -> None:
     assert sequences.height == events["subject_id"].n_unique() == 615
     for column in ("time_days", "age_years", "visit_index", "token_type"):
         assert (sequences[column].list.len() == sequences["length"]).all(), column
@@ -57,15 +58,20 @@ def test_every_subject_has_an_aligned_time_ordered_sequence(sequences: pl.DataFr
     assert (starts["visit_index"] == starts["expected"]).all()
 
 
-def test_cutoff_never_lets_an_event_at_or_after_it_through(tokenizer: EventTokenizer, events: pl.DataFrame) -> None:
+def test_cutoff_never_lets_an_event_at_or_after_it_through(tokenizer: EventTokenizer,
+                                                           events: pl.DataFrame) -> None:
     timed = events.filter(pl.col("time").is_not_null())
     # cutoff at each subject's median event time: that event and its same-time siblings must go
-    cutoffs = timed.group_by("subject_id").agg(pl.col("time").sort().get(pl.len() // 2).alias("prediction_time"))
+    cutoffs = timed.group_by("subject_id").agg(
+        pl.col("time").sort().get(pl.len() // 2).alias("prediction_time")
+    )
     seq = tokenizer.transform(events, cutoff=cutoffs)
     assert seq.height == cutoffs.height
     tokens = seq.select(
         "subject_id", "prediction_time", pl.col("time_days"), pl.col("token_type")
-    ).explode("time_days", "token_type").filter(pl.col("token_type").is_in(EVENT_TYPES + [int(TokenType.VALUE)]))
+    ).explode("time_days", "token_type").filter(
+        pl.col("token_type").is_in(EVENT_TYPES + [int(TokenType.VALUE)])
+    )
     cutoff_days = (pl.col("prediction_time").dt.epoch("us").cast(pl.Float64)) / 86_400_000_000
     leaked = tokens.filter(pl.col("time_days") >= cutoff_days)
     assert leaked.height == 0, leaked.head()
@@ -80,12 +86,15 @@ def test_cutoff_never_lets_an_event_at_or_after_it_through(tokenizer: EventToken
     full = tokenizer.transform(events).select("subject_id", *STREAMS)
     cut = seq.select("subject_id", "length", *STREAMS).join(full, on="subject_id", suffix="_full")
     for column in STREAMS:
-        same = cut.select((pl.col(column) == pl.col(f"{column}_full").list.head(pl.col("length"))).all()).item()
+        same = cut.select(
+            (pl.col(column) == pl.col(f"{column}_full").list.head(pl.col("length"))).all()
+        ).item()
         assert same, column
 
 
 def _utc(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return (dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+            .replace(tzinfo=None))
 
 
 def _fhir_facts(bundle: dict) -> tuple[str, Counter, list[tuple[dt.datetime, str, float]]]:
@@ -159,7 +168,8 @@ def test_decode_matches_the_fhir_source_for_sampled_patients(
 
 
 def test_save_load_and_refit_are_exact_on_real_data(
-    tmp_path: Path, synthea_meds: Path, tokenizer: EventTokenizer, events: pl.DataFrame, sequences: pl.DataFrame
+    tmp_path: Path, synthea_meds: Path, tokenizer: EventTokenizer, events: pl.DataFrame,
+    sequences: pl.DataFrame,
 ) -> None:
     tokenizer.save_pretrained(tmp_path / "a")
     assert EventTokenizer.from_pretrained(tmp_path / "a").transform(events).equals(sequences)

@@ -26,9 +26,10 @@ def dataset(root: Path, shards: int = 2) -> Path:
     rows += [event(11, "2020-06-01", "SNOMED/held-out-only"), event(12, "2020-06-01", "SNOMED/held-out-only"),
              event(11, "2020-06-02", "LOINC/2160-0", 1e6, unit="mg/dL")]
     rows += [event(13, None, "GENDER/male")]  # a static-only subject
-    splits = {s: "train" for s in range(1, 9)} | {9: "tuning", 10: "tuning", 11: "held_out", 12: "held_out", 13: "train",
-                                                  14: "held_out"}  # 14 has no events at all
-    return write_meds(root, events_frame(rows), splits, shards=shards, descriptions={"LOINC/2160-0": "Creatinine"})
+    splits = {s: "train" for s in range(1, 9)} | {9: "tuning", 10: "tuning", 11: "held_out", 12: "held_out",
+                                                  13: "train", 14: "held_out"}  # 14 has no events at all
+    return write_meds(root, events_frame(rows), splits, shards=shards,
+                      descriptions={"LOINC/2160-0": "Creatinine"})
 
 
 def read_split(output: Path, split: str) -> pl.DataFrame:
@@ -51,13 +52,15 @@ def test_tokenize_dataset_fits_on_train_only_and_writes_every_split(tmp_path: Pa
     assert summary["splits"]["held_out"]["unk_tokens"] == 2
     assert summary["subjects_without_events"] == 1 and summary["subjects_without_split"] == 0
     assert summary["total"]["sequences"] == 13
-    assert summary["total"]["tokens"] == sum(read_split(tmp_path / "out", s)["length"].sum() for s in ("train", "tuning", "held_out"))
+    assert summary["total"]["tokens"] == sum(read_split(tmp_path / "out", s)["length"].sum()
+                                             for s in ("train", "tuning", "held_out"))
     assert orjson.loads((tmp_path / "out" / "summary.json").read_bytes())["splits"] == summary["splits"]
 
 
 def test_shard_layout_does_not_change_the_sequences(tmp_path: Path) -> None:
     one = tokenize_dataset(dataset(tmp_path / "a", shards=1), EventTokenizer(min_count=1), tmp_path / "out1")
-    three = tokenize_dataset(dataset(tmp_path / "b", shards=3), EventTokenizer(min_count=1), tmp_path / "out3")
+    three = tokenize_dataset(dataset(tmp_path / "b", shards=3), EventTokenizer(min_count=1),
+                             tmp_path / "out3")
     assert one["splits"] == three["splits"]
     for split in ("train", "tuning", "held_out"):
         assert read_split(tmp_path / "out1", split).equals(read_split(tmp_path / "out3", split))
@@ -95,7 +98,9 @@ def test_missing_metadata_and_empty_train_split_are_named(tmp_path: Path) -> Non
     with pytest.raises(MissingMedsFileError, match=r"subject_splits.parquet: missing"):
         tokenize_dataset(meds, EventTokenizer(), tmp_path / "out")
     meds = dataset(tmp_path / "meds2")
-    pl.DataFrame({"subject_id": [1], "split": ["tuning"]}).write_parquet(meds / "metadata" / "subject_splits.parquet")
+    pl.DataFrame({"subject_id": [1], "split": ["tuning"]}).write_parquet(
+        meds / "metadata" / "subject_splits.parquet"
+    )
     with pytest.raises(MedsDatasetError, match=r"no subject has split 'train'"):
         tokenize_dataset(meds, EventTokenizer(), tmp_path / "out")
     meds = dataset(tmp_path / "meds3")
@@ -105,7 +110,8 @@ def test_missing_metadata_and_empty_train_split_are_named(tmp_path: Path) -> Non
         tokenize_dataset(meds, EventTokenizer(), tmp_path / "out")
 
 
-def test_hydra_stage_runs_from_the_composed_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hydra_stage_runs_from_the_composed_config(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     meds = dataset(tmp_path / "meds")
     overrides = [f"input={meds}", f"output={tmp_path / 'out'}", "tokenizer.min_count=1",
                  f"save_tokenizer_to={tmp_path / 'saved'}"]

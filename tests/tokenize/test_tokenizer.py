@@ -31,10 +31,12 @@ def story() -> pl.DataFrame:
     rows = [
         *patient(s, "female", "1980-05-01"),
         *visit(s, "e1", "2020-01-01 09:00", "2020-01-01 09:30", "AMB",
-               event(s, "2020-01-01 09:05", "LOINC/8302-2", 164.0, unit="cm", encounter="e1", resource_type="Observation")),
+               event(s, "2020-01-01 09:05", "LOINC/8302-2", 164.0, unit="cm", encounter="e1",
+                     resource_type="Observation")),
         event(s, "2020-02-15 00:00", "SNOMED/44054006", resource_type="Condition"),
         *visit(s, "e2", "2020-02-20 10:00", "2020-02-21 12:00", "EMER",
-               event(s, "2020-02-20 10:10", "LOINC/72166-2", text="SNOMED/266919005", encounter="e2", resource_type="Observation")),
+               event(s, "2020-02-20 10:10", "LOINC/72166-2", text="SNOMED/266919005", encounter="e2",
+                     resource_type="Observation")),
         event(s, "2020-02-21 12:00", "MEDS_DEATH", resource_type="Patient"),
     ]
     return events_frame(rows)
@@ -119,7 +121,8 @@ def test_several_subjects_are_independent() -> None:
 def test_streams_are_aligned() -> None:
     events = story()
     seq = fitted(events).transform(events)
-    lengths = {c: seq[c].list.len()[0] for c in ("input_ids", "time_days", "age_years", "visit_index", "token_type")}
+    lengths = {c: seq[c].list.len()[0]
+               for c in ("input_ids", "time_days", "age_years", "visit_index", "token_type")}
     assert set(lengths.values()) == {seq["length"][0]}
 
 
@@ -161,7 +164,9 @@ def test_same_instant_events_are_ordered_by_role_whatever_the_input_order() -> N
     assert tokens_of(tok, tok.transform(events))[-7:] == want
     # reversed input: events with equal roles keep their (new) input order
     shuffled = events.reverse()
-    assert tokens_of(tok, tok.transform(shuffled))[-7:] == ["VISIT_START/AMB", "SNOMED/c", "LOINC/b", "LOINC/a", "VALUE/Q01", "VISIT_END/AMB", "MEDS_DEATH"]
+    assert tokens_of(tok, tok.transform(shuffled))[-7:] == ["VISIT_START/AMB", "SNOMED/c", "LOINC/b",
+                                                            "LOINC/a", "VALUE/Q01", "VISIT_END/AMB",
+                                                            "MEDS_DEATH"]
 
 
 def test_event_dated_before_its_encounter_does_not_see_the_future() -> None:
@@ -179,7 +184,8 @@ def test_event_dated_before_its_encounter_does_not_see_the_future() -> None:
     full = tok.transform(events)
     pairs = list(zip(tokens_of(tok, full), full["visit_index"][0].to_list()))
     assert ("LOINC/early", 1) in pairs and ("LOINC/late", 2) in pairs
-    assert tokens_of(tok, full)[tokens_of(tok, full).index("LOINC/early") - 1] == "INTERVAL/M1"  # opens a block
+    assert (tokens_of(tok, full)[tokens_of(tok, full).index("LOINC/early") - 1]
+            == "INTERVAL/M1")  # opens a block
     cut = tok.transform(events, cutoff=ts("2021-03-02"))
     n = cut["length"][0]
     for column in ("input_ids", "time_days", "age_years", "visit_index", "token_type"):
@@ -228,7 +234,8 @@ def test_notes_and_long_text_are_never_tokens() -> None:
 
 def test_numeric_values_are_binned_per_code_and_unit_on_train_only() -> None:
     s = 3
-    train = events_frame([*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/w", float(d), unit="kg") for d in range(1, 21)])
+    train = events_frame([*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/w", float(d), unit="kg")
+                                          for d in range(1, 21)])
     tok = EventTokenizer(min_count=1, num_value_bins=4, min_values_for_bins=10).fit(train)
     probe = events_frame([*patient(4), event(4, "2021-01-01", "LOINC/w", 1000.0, unit="kg"),
                           event(4, "2021-01-02", "LOINC/w", 1000.0, unit="[lb_av]"),
@@ -241,7 +248,8 @@ def test_numeric_values_are_binned_per_code_and_unit_on_train_only() -> None:
 
 def test_all_null_values_emit_only_the_code() -> None:
     s = 2
-    events = events_frame([*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/null-valued", None) for d in range(1, 5)])
+    events = events_frame([*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/null-valued", None)
+                                           for d in range(1, 5)])
     tok = fitted(events)
     toks = tokens_of(tok, tok.transform(events))
     assert toks.count("LOINC/null-valued") == 4 and not any(t.startswith("VALUE/") for t in toks)
@@ -249,14 +257,17 @@ def test_all_null_values_emit_only_the_code() -> None:
 
 def test_fused_value_tokens_and_fallback_for_rare_fused_tokens() -> None:
     s = 6
-    rows = [*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/v", float(d % 2), encounter=None) for d in range(1, 11)]
+    rows = [*patient(s)] + [event(s, f"2020-01-{d:02d}", "LOINC/v", float(d % 2), encounter=None)
+                            for d in range(1, 11)]
     events = events_frame(rows)
-    tok = EventTokenizer(min_count=1, num_value_bins=2, min_values_for_bins=2, value_tokens="fused").fit(events)
+    tok = EventTokenizer(min_count=1, num_value_bins=2, min_values_for_bins=2,
+                         value_tokens="fused").fit(events)
     toks = tokens_of(tok, tok.transform(events))
     assert "LOINC/v|Q01" in toks and "LOINC/v|Q02" in toks
     assert not any(t.startswith("VALUE/") for t in toks)
     # min_count too high for fused tokens: the code stays, the bin follows as a separate token
-    rare = EventTokenizer(min_count=6, num_value_bins=2, min_values_for_bins=2, value_tokens="fused").fit(events)
+    rare = EventTokenizer(min_count=6, num_value_bins=2, min_values_for_bins=2,
+                          value_tokens="fused").fit(events)
     toks = tokens_of(rare, rare.transform(events))
     assert "LOINC/v|Q01" not in toks and toks.count("LOINC/v") == 10 and toks.count("VALUE/Q02") == 5
 
@@ -268,7 +279,8 @@ def test_prefix_sorts_static_facts_and_defaults_unknown_sex_and_birth() -> None:
     ])
     tok = fitted(events)
     seq = tok.transform(events)
-    assert tokens_of(tok, seq)[:5] == ["[CLS]", "GENDER/unknown", "BIRTH_YEAR/unknown", "ETHNICITY/2186-5", "RACE/2106-3"]
+    assert tokens_of(tok, seq)[:5] == ["[CLS]", "GENDER/unknown", "BIRTH_YEAR/unknown", "ETHNICITY/2186-5",
+                                       "RACE/2106-3"]
     assert all(math.isnan(a) for a in seq["age_years"][0])  # no MEDS_BIRTH: age unknown
 
 
@@ -280,10 +292,12 @@ def long_patient(n_labs: int) -> pl.DataFrame:
     rows = [*patient(s), event(s, "2000-01-01 00:00", "VISIT_START/IMP", encounter="v")]
     start = ts("2000-01-01 00:01")
     rows += [
-        {**event(s, None, f"LOINC/{i % 50}", float(i % 17), encounter="v"), TIME: start + dt.timedelta(minutes=i)}
+        {**event(s, None, f"LOINC/{i % 50}", float(i % 17), encounter="v"),
+         TIME: start + dt.timedelta(minutes=i)}
         for i in range(n_labs)
     ]
-    rows.append({**event(s, None, "VISIT_END/IMP", encounter="v"), TIME: start + dt.timedelta(minutes=n_labs)})
+    rows.append({**event(s, None, "VISIT_END/IMP", encounter="v"),
+                 TIME: start + dt.timedelta(minutes=n_labs)})
     return events_frame(rows)
 
 
@@ -319,7 +333,8 @@ def test_lengths_beyond_16k() -> None:
 
 def test_prefix_longer_than_max_length_is_a_clear_error() -> None:
     events = story()
-    with pytest.raises(EventsFormatError, match=r"subject_id=1: its prefix .* has 4 tokens, more than max_length=3"):
+    with pytest.raises(EventsFormatError,
+                       match=r"subject_id=1: its prefix .* has 4 tokens, more than max_length=3"):
         fitted(events).transform(events, max_length=3)
 
 
@@ -369,7 +384,8 @@ def test_cutoff_frame_errors_name_the_problem() -> None:
     with pytest.raises(EventsFormatError, match="cutoff frame needs column 'prediction_time'"):
         tok.transform(events, cutoff=pl.DataFrame({SUBJECT_ID: [1], "time": [ts("2020-01-01")]}))
     with pytest.raises(EventsFormatError, match="prediction_time is null for subject_id=1"):
-        tok.transform(events, cutoff=pl.DataFrame({SUBJECT_ID: [1], "prediction_time": [None]}, schema_overrides={"prediction_time": pl.Datetime("us")}))
+        tok.transform(events, cutoff=pl.DataFrame({SUBJECT_ID: [1], "prediction_time": [None]},
+                                                  schema_overrides={"prediction_time": pl.Datetime("us")}))
     with pytest.raises(TypeError, match="cutoff must be None, a datetime, or a DataFrame"):
         tok.transform(events, cutoff="2020-01-01")  # type: ignore[arg-type]
 
@@ -389,7 +405,8 @@ def test_fit_on_no_events_is_a_clear_error() -> None:
 
 
 def test_static_only_subject_gets_a_prefix_with_unknown_time() -> None:
-    events = pl.concat([story(), events_frame([event(2, None, "GENDER/male"), event(2, None, "RACE/2054-5")])])
+    events = pl.concat([story(), events_frame([event(2, None, "GENDER/male"),
+                                               event(2, None, "RACE/2054-5")])])
     tok = fitted(events)
     seq = tok.transform(events).filter(pl.col(SUBJECT_ID) == 2)
     assert tokens_of(tok, seq) == ["[CLS]", "GENDER/male", "BIRTH_YEAR/unknown", "RACE/2054-5"]
@@ -417,9 +434,12 @@ def test_null_code_names_the_subject() -> None:
     ("mutate", "message"),
     [
         (lambda f: f.drop("code"), r"transform events: MEDS events need column 'code'"),
-        (lambda f: f.with_columns(pl.col("time").cast(pl.String)), r"column 'time' must be a datetime or date, got String"),
-        (lambda f: f.with_columns(pl.col("subject_id").cast(pl.String)), r"column 'subject_id' must be an integer type"),
-        (lambda f: f.with_columns(pl.col("numeric_value").cast(pl.String)), r"column 'numeric_value' must be numeric"),
+        (lambda f: f.with_columns(pl.col("time").cast(pl.String)),
+         r"column 'time' must be a datetime or date, got String"),
+        (lambda f: f.with_columns(pl.col("subject_id").cast(pl.String)),
+         r"column 'subject_id' must be an integer type"),
+        (lambda f: f.with_columns(pl.col("numeric_value").cast(pl.String)),
+         r"column 'numeric_value' must be numeric"),
     ],
 )
 def test_malformed_frames_raise_naming_the_column(mutate, message) -> None:
@@ -432,7 +452,9 @@ def test_optional_columns_may_be_absent_and_times_may_carry_zones() -> None:
     events = story()
     tok = fitted(events)
     want = tok.transform(events)
-    zoned = events.with_columns(pl.col("time").dt.replace_time_zone("UTC").dt.convert_time_zone("America/New_York"))
+    zoned = events.with_columns(
+        pl.col("time").dt.replace_time_zone("UTC").dt.convert_time_zone("America/New_York")
+    )
     assert tok.transform(zoned).equals(want)
     core = events.select("subject_id", "time", "code", "numeric_value", "text_value", "encounter_id")
     assert tok.transform(core)["length"][0] == want["length"][0]
