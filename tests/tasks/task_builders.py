@@ -137,7 +137,8 @@ def reference_candidates(task: TaskDefinition, events: pl.DataFrame) -> list[dic
                 rows[i]["reason"] = "sampling"
     return [
         {"subject_id": r["subject_id"], "prediction_time": r["prediction_time"],
-         "encounter_id": r["encounter_id"], "excluded_by": r["reason"], "boolean_value": r["boolean_value"] if r["reason"] is None else None,
+         "encounter_id": r["encounter_id"], "excluded_by": r["reason"],
+         "boolean_value": r["boolean_value"] if r["reason"] is None else None,
          "outcome_time": r["outcome_time"]}
         for r in rows
     ]

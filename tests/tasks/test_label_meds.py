@@ -126,5 +126,5 @@ def test_hydra_stage_from_the_composed_config(meds_dir: Path, tmp_path: Path,
 def test_label_yaml_lists_exactly_the_builtins() -> None:
     cfg = OmegaConf.load(conf_dir() / "label.yaml")
     assert sorted(cfg.tasks) == builtin_task_names()
-    assert OmegaConf.to_container(cfg.defaults) == [{"hydra": "ehrfm"}, {"override hydra/job_logging": "stdout"},
-                                                    "_self_"]
+    assert OmegaConf.to_container(cfg.defaults) == [{"hydra": "ehrfm"},
+                                                    {"override hydra/job_logging": "stdout"}, "_self_"]
