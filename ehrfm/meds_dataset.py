@@ -41,6 +41,8 @@ __all__ = [
     "MedsDatasetError",
     "MissingMedsFileError",
     "data_shards",
+    "has_event_shards",
+    "is_meds_dataset",
     "read_splits",
     "read_subjects",
     "scan_events",
@@ -66,6 +68,19 @@ def data_shards(meds_dir: str | Path) -> list[Path]:
     if not shards:
         raise MissingMedsFileError(f"{root}: no *.parquet shards; is {meds_dir} a MEDS dataset directory?")
     return shards
+
+
+def has_event_shards(path: str | Path) -> bool:
+    """Whether ``path`` holds MEDS event shards (``data/**/*.parquet``): a MEDS dataset, not FHIR."""
+    return any((Path(path) / data_subdirectory).rglob("*.parquet"))
+
+
+def is_meds_dataset(path: str | Path) -> bool:
+    """Whether ``path`` holds a complete MEDS dataset: event shards and the subject splits.
+
+    Ingest writes the metadata last, so a folder an interrupted ingest left behind is not one.
+    """
+    return has_event_shards(path) and (Path(path) / subject_splits_filepath).is_file()
 
 
 def scan_events(meds_dir: str | Path) -> pl.LazyFrame:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import polars as pl
@@ -50,23 +50,24 @@ def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite
     return [p for p in existing if p.exists()]
 
 
-def _temporary_sibling(path: Path) -> Path:
+def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(temporary)`` on a temporary sibling of ``path``, then rename it over ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(handle)
-    return Path(name)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, then rename it over ``path``: never a half-written file."""
-    path = Path(path)
-    temporary = _temporary_sibling(path)
+    temporary = Path(name)
     try:
-        temporary.write_text(text)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary sibling, then rename it over ``path``: never a half-written file."""
+    return _write_atomic(path, lambda temporary: temporary.write_text(text))
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
@@ -78,11 +79,4 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
     >>> sorted(p.name for p in target.parent.iterdir()), pl.read_parquet(target)["a"].to_list()
     (['x.parquet'], [1])
     """
-    path = Path(path)
-    temporary = _temporary_sibling(path)
-    try:
-        frame.write_parquet(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return _write_atomic(path, frame.write_parquet)

@@ -80,7 +80,7 @@ def _record_held_out(model_dir: Path, model_name: str, report: Any) -> None:
                     f"{before.estimate:.4f} | {after.estimate:.4f} |")
     card["held_out"] = {"evaluation": str(report.output_dir), "results": [r.to_dict() for r in mine],
                         "table": "\n".join(rows)}
-    write_card(model_dir, json.loads(json.dumps(card, default=str, allow_nan=True)))
+    write_card(model_dir, card)
 
 
 def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:

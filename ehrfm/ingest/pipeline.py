@@ -8,7 +8,7 @@ import logging
 import multiprocessing
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -166,3 +166,18 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
         meta / "subjects.parquet"
     )
     (meta / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+
+
+def ensure_meds(inputs: Sequence[str | Path], target: str | Path) -> Path:
+    """A MEDS dataset for ``inputs``: the input itself when it holds event shards, else FHIR ingested
+    into ``target``. A dataset already complete in ``target`` (an earlier run) is reused.
+    """
+    from ehrfm.meds_dataset import has_event_shards, is_meds_dataset
+
+    if len(inputs) == 1 and has_event_shards(inputs[0]):
+        return Path(inputs[0])
+    target = Path(target)
+    if not is_meds_dataset(target):
+        log.info("ingesting %s -> %s", ", ".join(map(str, inputs)), target)
+        print(run_ingest(IngestConfig(inputs=[str(i) for i in inputs], output=str(target), overwrite=True)).table())
+    return target

@@ -88,15 +88,20 @@ def write_calibrators(model_dir: Path, calibrators: dict[str, Calibrator], fit_o
     write_text_atomic(model_dir / CALIBRATION_FILE, json.dumps(payload, indent=2) + "\n")
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; a missing or unreadable file is a :class:`BundleError` naming it."""
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; a bundle written by `ehrfm finetune` carries {what}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: not valid JSON ({err})") from err
+
+
 def read_calibrators(model_dir: Path, task_names: list[str]) -> dict[str, Calibrator]:
     """Per task, the calibrator saved in ``calibration.json`` (every task must have one)."""
     path = model_dir / CALIBRATION_FILE
-    if not path.is_file():
-        raise BundleError(f"{path}: missing; a bundle written by `ehrfm finetune` carries its calibrators")
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{path}: not valid JSON ({err})") from err
+    payload = _read_json(path, "its calibrators")
     if not isinstance(payload, dict) or payload.get("format") != CALIBRATION_FORMAT or not isinstance(
             payload.get("tasks"), dict):
         raise BundleError(f"{path}: not an ehrfm calibration file (format {CALIBRATION_FORMAT!r} with 'tasks')")
@@ -150,12 +155,7 @@ def write_card(model_dir: Path, card: dict[str, Any]) -> None:
 
 def read_card(model_dir: Path) -> dict[str, Any]:
     path = model_dir / CARD_JSON
-    if not path.is_file():
-        raise BundleError(f"{path}: missing; a bundle written by `ehrfm finetune` carries its model card")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{path}: not valid JSON ({err})") from err
+    card = _read_json(path, "its model card")
     if not isinstance(card, dict):
         raise BundleError(f"{path}: a model card is a JSON object")
     return card

@@ -29,16 +29,10 @@ import numpy as np
 import polars as pl
 
 from ehrfm.meds_dataset import read_splits, scan_events
-from ehrfm.schema import BIRTH_CODE, BOOLEAN_VALUE, CODE, PREDICTION_TIME, SPLIT, SUBJECT_ID, TASK, TIME
+from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SUBJECT_ID, TASK
 from ehrfm.tokenize import EventTokenizer
-from ehrfm.tokenize.sequence_schema import (
-    DAYS_PER_YEAR,
-    LENGTH,
-    STREAM_COLUMNS,
-    TIME_EPOCH,
-    VISIT_INDEX,
-    days_since_epoch,
-)
+
+from .histories import tokenize_histories
 
 __all__ = ["LABELS", "Cohort", "build_cohort", "load_or_build_cohort", "merge_task_labels",
            "read_task_labels"]
@@ -127,26 +121,7 @@ def build_cohort(meds_dir: str | Path, tokenizer: EventTokenizer, long_labels: p
         raise ValueError(f"subject_id={missing} has labels but no split in {Path(meds_dir) / 'metadata'}")
     subjects = rows.select(SUBJECT_ID).unique()
     events = scan_events(meds_dir).join(subjects.lazy(), on=SUBJECT_ID, how="semi").collect()
-    # The tokenizer's own truncation keeps the prefix and the newest whole events: the same rule
-    # as ehrfm.tokenize.crop, which the datasets apply to anything longer.
-    sequences = tokenizer.transform(events, cutoff=rows.select(SUBJECT_ID, PREDICTION_TIME),
-                                    max_length=context_length)
-    births = (events.filter(pl.col(CODE) == BIRTH_CODE).group_by(SUBJECT_ID)
-              .agg(pl.col(TIME).min().alias("_birth")))
-    frame = (rows.join(sequences.select(SUBJECT_ID, PREDICTION_TIME, *STREAM_COLUMNS, LENGTH),
-                       on=[SUBJECT_ID, PREDICTION_TIME], how="inner")
-             .join(births, on=SUBJECT_ID, how="left")
-             .sort(SUBJECT_ID, PREDICTION_TIME))
-    if frame.height != rows.height:
-        raise RuntimeError(f"tokenizer returned {frame.height} histories for {rows.height} prediction times")
-    prompt_days = days_since_epoch(frame[PREDICTION_TIME])
-    birth_days = days_since_epoch(frame["_birth"].fill_null(TIME_EPOCH))
-    age = np.where(frame["_birth"].is_null().to_numpy(), np.nan, (prompt_days - birth_days) / DAYS_PER_YEAR)
-    frame = frame.drop("_birth").with_columns(
-        pl.Series("prompt_time_days", prompt_days, pl.Float64),
-        pl.Series("prompt_age_years", age, pl.Float64),
-        pl.col(VISIT_INDEX).list.last().fill_null(0).cast(pl.Int64).alias("prompt_visit_index"),
-    )
+    frame = tokenize_histories(events, tokenizer, rows, context_length=context_length)
     return Cohort(frame, list(task_names))
 
 

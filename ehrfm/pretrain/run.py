@@ -26,7 +26,6 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
 
-from ehrfm.meds_dataset import MissingMedsFileError, read_splits
 from ehrfm.tokenize import EventTokenizer, tokenize_dataset
 from ehrfm.tokenize.sequence_schema import TokenType
 from ehrfm.training import build_trainer, logged_epochs, restore_best
@@ -46,14 +45,6 @@ def _is_tokens_dir(path: Path) -> bool:
     return (path / "tokenizer").is_dir() and (path / "data").is_dir()
 
 
-def _is_meds_dir(path: Path) -> bool:
-    try:
-        read_splits(path)
-    except MissingMedsFileError:
-        return False
-    return True
-
-
 def prepare_tokens(config: PretrainConfig) -> Path:
     """The token shards to train on, building MEDS and tokens into ``output`` when they are missing."""
     output = Path(config.output)
@@ -63,17 +54,10 @@ def prepare_tokens(config: PretrainConfig) -> Path:
     tokens_dir = output / "tokens"
     if _is_tokens_dir(tokens_dir):  # built by an earlier (interrupted) run into this output
         return tokens_dir
-    if len(inputs) == 1 and _is_meds_dir(Path(inputs[0])):
-        meds_dir = Path(inputs[0])
-    else:
-        meds_dir = output / "meds"
-        if not _is_meds_dir(meds_dir):
-            from ehrfm.ingest import IngestConfig, run_ingest
-            from ehrfm.resources import example_fhir_dir
+    from ehrfm.ingest import ensure_meds
+    from ehrfm.resources import example_fhir_dir
 
-            fhir = inputs or [str(example_fhir_dir())]
-            log.info("ingesting %s -> %s", ", ".join(fhir), meds_dir)
-            print(run_ingest(IngestConfig(inputs=fhir, output=str(meds_dir), overwrite=True)).table())
+    meds_dir = ensure_meds(inputs or [str(example_fhir_dir())], output / "meds")
     log.info("tokenizing %s -> %s", meds_dir, tokens_dir)
     tokenize_dataset(meds_dir, EventTokenizer(**config.tokenizer), tokens_dir, overwrite=True)
     return tokens_dir

@@ -17,14 +17,14 @@ __all__ = ["ScoreConfig", "parse_aware_timestamp"]
 
 
 def parse_aware_timestamp(text: str, *, key: str) -> dt.datetime:
-    """An ISO-8601 timestamp with a zone, as naive UTC (how MEDS stores times)."""
+    """An ISO-8601 timestamp that must carry a zone, converted to UTC."""
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{key} must be an ISO-8601 timestamp with a time zone; got {text!r}") from None
     if value.tzinfo is None:
         raise ValueError(f"{key} must carry a time zone (e.g. 2020-01-01T00:00:00+00:00 or ...Z); got {text!r}")
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.astimezone(dt.timezone.utc)
 
 
 @dataclass

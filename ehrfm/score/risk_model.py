@@ -27,9 +27,10 @@ import polars as pl
 import torch
 
 import ehrfm
-from ehrfm.meds_dataset import data_shards, scan_events
+from ehrfm.meds_dataset import data_shards, has_event_shards, scan_events
 from ehrfm.model import MultitaskModel
 from ehrfm.predict.bundle import (
+    CARD_JSON,
     TOKENIZER_DIR,
     BundleError,
     read_calibrators,
@@ -65,10 +66,6 @@ class ScoredBatch:
     skipped: pl.DataFrame
 
 
-def _is_meds_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "data").is_dir() and any((path / "data").rglob("*.parquet"))
-
-
 def events_from(data: Data) -> pl.DataFrame:
     """A MEDS events frame from a MEDS directory, FHIR paths (ingested here) or a Polars/pandas frame."""
     if isinstance(data, pl.LazyFrame):
@@ -83,7 +80,7 @@ def events_from(data: Data) -> pl.DataFrame:
                              f"it has {data.columns}")
         return data
     paths = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else list(data))]
-    if len(paths) == 1 and _is_meds_dir(paths[0]):
+    if len(paths) == 1 and has_event_shards(paths[0]):
         return scan_events(paths[0]).collect()
     with tempfile.TemporaryDirectory(prefix="ehrfm-score-") as scratch:
         ehrfm.ingest_fhir([str(p) for p in paths], Path(scratch) / "meds", workers=1)
@@ -152,7 +149,7 @@ class RiskModel:
         self.calibrators = calibrators
         self.card = card
         self.directory = directory
-        self.context_length = int(card.get("context_length") or 1024)
+        self.context_length = int(card["context_length"])
         self.name = str(card.get("name") or directory.parent.name)
         self.version = f"ehrfm {card.get('ehrfm_version', '?')}"
 
@@ -176,6 +173,9 @@ class RiskModel:
                               f"{model.prompt_token_ids.tolist()}")
         calibrators = read_calibrators(directory, model.task_names)
         card = read_card(directory)
+        if not isinstance(card.get("context_length"), int) or card["context_length"] < 1:
+            raise BundleError(f"{directory / CARD_JSON}: needs the positive integer context_length the model was "
+                              f"finetuned with; got {card.get('context_length')!r}")
         return cls(model, tokenizer, tasks, calibrators, card, directory)
 
     @property

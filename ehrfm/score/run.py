@@ -21,7 +21,6 @@ different settings refuse to mix with earlier results unless ``overwrite``.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -64,26 +63,9 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _meds_input(config: ScoreConfig, output: Path) -> Path:
-    inputs = [config.input] if isinstance(config.input, str) else list(config.input)
-    if len(inputs) == 1:
-        try:
-            data_shards(inputs[0])
-            return Path(inputs[0])
-        except MissingMedsFileError:
-            pass
-    from ehrfm.ingest import IngestConfig, run_ingest
-
-    meds = output / "meds"
-    if not (meds / "metadata" / "subjects.parquet").is_file():
-        log.info("ingesting %s -> %s", ", ".join(map(str, inputs)), meds)
-        print(run_ingest(IngestConfig(inputs=[str(i) for i in inputs], output=str(meds), overwrite=True)).table())
-    return meds
-
-
 def _times(config: ScoreConfig) -> Any:
     if config.as_of is not None:
-        return parse_aware_timestamp(config.as_of, key="as_of").replace(tzinfo=dt.timezone.utc)
+        return parse_aware_timestamp(config.as_of, key="as_of")
     if config.prediction_times == "last_event":
         return None
     path = Path(config.prediction_times)
@@ -139,7 +121,10 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     risk = RiskModel.from_pretrained(config.bundle, map_location=device)
     tasks = risk._task_names(config.tasks)
-    meds_dir = _meds_input(config, output)
+    from ehrfm.ingest import ensure_meds
+
+    meds_dir = ensure_meds([config.input] if isinstance(config.input, str) else list(config.input),
+                           output / "meds")
     shards = data_shards(meds_dir)
     times = _times(config)
     model_dir = Path(config.bundle)
@@ -155,11 +140,13 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     patients = 0
     for shard in shards:
         done, skipped_part = parts / f"{shard.stem}.parquet", parts / f"{shard.stem}.skipped.parquet"
-        events = pl.read_parquet(shard)
+        resuming = done.is_file() and skipped_part.is_file()
+        # a finished shard is read only for its subjects (the summary counts every patient)
+        events = pl.read_parquet(shard, columns=[SUBJECT_ID] if resuming else None)
         subjects = events[SUBJECT_ID].cast(pl.Int64).unique()
         seen_subjects.append(subjects)
         patients += subjects.len()
-        if done.is_file() and skipped_part.is_file():
+        if resuming:
             resumed += 1
             progress.update(1)
             continue

@@ -147,10 +147,9 @@ def test_the_library_api_names_what_is_wrong(scoring_world: dict[str, Path]) -> 
         risk.predict(events.drop("code"))
     with pytest.raises(ValueError, match="has no time zone"):
         risk.predict(events, prediction_times=dt.datetime(2020, 1, 1))
-    pandas = pytest.importorskip("pandas")
     from_pandas = risk.predict(events.to_pandas(), prediction_times=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
     from_polars = risk.predict(events, prediction_times=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
-    assert from_pandas.equals(from_polars) and isinstance(pandas.__version__, str)
+    assert from_pandas.equals(from_polars) and from_polars.height > 0
     embedded = risk.embed(events)
     assert embedded["embedding"].list.len().unique().to_list() == [risk.model.config.d_model]
 
