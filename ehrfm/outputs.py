@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["prepare_output", "write_parquet_atomic", "write_text_atomic"]
+__all__ = ["prepare_output", "write_atomic", "write_parquet_atomic", "write_text_atomic"]
 
 
 def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite: bool) -> list[Path]:
@@ -50,7 +50,7 @@ def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite
     return [p for p in existing if p.exists()]
 
 
-def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(temporary)`` on a temporary sibling of ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def _write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary sibling, then rename it over ``path``: never a half-written file."""
-    return _write_atomic(path, lambda temporary: temporary.write_text(text))
+    return write_atomic(path, lambda temporary: temporary.write_text(text))
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
@@ -79,4 +79,4 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | Path) -> Path:
     >>> sorted(p.name for p in target.parent.iterdir()), pl.read_parquet(target)["a"].to_list()
     (['x.parquet'], [1])
     """
-    return _write_atomic(path, frame.write_parquet)
+    return write_atomic(path, frame.write_parquet)

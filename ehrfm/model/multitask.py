@@ -132,10 +132,15 @@ class MultitaskModel(PretrainedMixin, nn.Module):
         return torch.tensor([self.task_names.index(t) for t in tasks], dtype=torch.long,
                             device=self.prompt_token_ids.device)
 
-    def encode(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, BackboneState]:
-        """One pass over the histories -> (hidden at each row's last token ``(b, d)``, state)."""
+    def encode(self, batch: Mapping[str, Tensor],
+               state: BackboneState | None = None) -> tuple[Tensor, BackboneState]:
+        """One pass over the histories -> (hidden at each row's last token ``(b, d)``, state).
+
+        With ``state``, the batch holds only the tokens that follow what ``state`` has read
+        (a saved history continued); a row with no new token keeps its state.
+        """
         history = {key: value for key, value in batch.items() if key not in PROMPT_KEYS}
-        hidden, state = self.backbone(history, return_state=True)
+        hidden, state = self.backbone(history, state=state, return_state=True)
         mask = history.get("attention_mask", history["input_ids"] != self.config.pad_token_id)
         return last_token_hidden(hidden, mask), state
 

@@ -5,6 +5,7 @@
 - :mod:`.cohort_dataset`: the cohort as a torch dataset, and its collation.
 - :mod:`.inference`: probabilities for every task in length-sorted batches (one history pass
   per prediction time), last-token embeddings, the predictions table.
+- :mod:`.states`: saved recurrent states after each history, for incremental rescoring.
 - :mod:`.tables`: the labels and predictions tables (schemas, checks, subject splits).
 - :mod:`.calibration`: post-hoc calibrators fit on tuning (temperature, isotonic).
 - :mod:`.metrics`: AUROC, AUPRC, Brier, ECE, weighted for the bootstrap.
@@ -31,6 +32,8 @@ _EXPORTS = {
     "collate_cohort": "cohort_dataset",
     "embed_histories": "inference",
     "predict_tasks": "inference",
+    "predict_tasks_continuing": "inference",
+    "HistoryStates": "states",
     "predictions_frame": "inference",
     "sorted_batches": "inference",
     "FrameFormatError": "tables",

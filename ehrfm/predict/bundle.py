@@ -17,6 +17,7 @@ is not one of the model's tasks, a calibrator for an unknown task) fails with
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "TASKS_DIR",
     "TOKENIZER_DIR",
     "BundleError",
+    "file_digest",
     "read_calibrators",
     "read_card",
     "read_task_files",
@@ -48,6 +50,15 @@ CALIBRATION_FILE = "calibration.json"
 CARD_JSON = "model_card.json"
 CARD_MD = "model_card.md"
 CALIBRATION_FORMAT = "ehrfm-calibration"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (weights and calibrators identify the model a result came from)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class BundleError(ValueError):

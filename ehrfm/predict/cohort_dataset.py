@@ -3,7 +3,9 @@
 Batches mix tasks: a row carries every task's label (NaN where the task has none), and the
 length-bucketed sampler groups rows of similar history length whatever their tasks. A history
 longer than ``context_length`` is cropped to its prefix and newest whole events
-(:func:`ehrfm.tokenize.crop.crop_positions`).
+(:func:`ehrfm.tokenize.crop.crop_positions`). With ``starts``, row ``i`` yields only its tokens
+from position ``starts[i]`` on: the ones a saved recurrent state has not read yet (such rows are
+never cropped; see :mod:`ehrfm.predict.states`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ _DTYPES = {INPUT_IDS: np.int64, TIME_DAYS: np.float64, AGE_YEARS: np.float32, VI
 class CohortDataset(Dataset):
     """Items: the five streams (1-D tensors), ``prompt_*`` scalars and ``labels`` ``(k,)``."""
 
-    def __init__(self, cohort: Cohort, context_length: int | None = None) -> None:
+    def __init__(self, cohort: Cohort, context_length: int | None = None,
+                 starts: np.ndarray | None = None) -> None:
         frame = cohort.frame
         lengths = frame[INPUT_IDS].list.len().to_numpy().astype(np.int64)
         self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
@@ -42,10 +45,15 @@ class CohortDataset(Dataset):
         self.streams = {name: frame[name].explode().to_numpy().astype(_DTYPES[name])
                         for name in STREAM_COLUMNS}
         self.context_length = context_length
-        self.lengths = lengths.copy()
+        self.starts = np.zeros(len(lengths), np.int64) if starts is None else np.asarray(starts, np.int64)
+        if self.starts.shape != lengths.shape or (self.starts > lengths).any() or (self.starts < 0).any():
+            raise ValueError("starts must give, per row, a position within its history")
+        if context_length is not None and (lengths[self.starts > 0] > context_length).any():
+            raise ValueError(f"a history continued from a saved state must fit context_length={context_length}")
+        self.lengths = lengths - self.starts
         if context_length is not None:
             for index in np.flatnonzero(lengths > context_length):
-                self.lengths[index] = len(self._positions(int(index)))
+                self.lengths[index] = len(self.history_positions(int(index)))
         self.prompt_time_days = frame["prompt_time_days"].to_numpy().astype(np.float64)
         self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32),
                                               nan=0.0)
@@ -55,14 +63,17 @@ class CohortDataset(Dataset):
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def _positions(self, index: int) -> slice | np.ndarray:
+    def history_positions(self, index: int) -> slice | np.ndarray:
+        """Positions (in the flat streams) of row ``index``'s whole history, cropped if too long."""
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
         if self.context_length is None or end - start <= self.context_length:
             return slice(start, end)
         return start + crop_positions(self.streams[TOKEN_TYPE][start:end], self.context_length)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        positions = self._positions(index)
+        positions = self.history_positions(index)
+        if self.starts[index]:
+            positions = slice(positions.start + int(self.starts[index]), positions.stop)
         item = {name: torch.from_numpy(values[positions]) for name, values in self.streams.items()}
         item["prompt_time_days"] = torch.tensor(self.prompt_time_days[index], dtype=torch.float64)
         item["prompt_age_years"] = torch.tensor(self.prompt_age_years[index])

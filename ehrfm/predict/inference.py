@@ -4,18 +4,22 @@
 the backbone once and every task is one prompt step from the resulting state (see
 :mod:`ehrfm.model.multitask`). ``embed_histories`` gives a backbone's state at each history's
 last token (the linear probe's features). ``predictions_frame`` lays probabilities out in the
-predictions table of :mod:`ehrfm.predict.tables`.
+predictions table of :mod:`ehrfm.predict.tables`. ``predict_tasks_continuing`` does what
+``predict_tasks`` does, but can start each history from a saved recurrent state and return the
+states after the histories (incremental rescoring, :mod:`ehrfm.predict.states`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
-from ehrfm.model import PROMPT_KEYS, MambaBackbone, MultitaskModel, last_token_hidden
+from ehrfm.model import PROMPT_KEYS, BackboneState, MambaBackbone, MultitaskModel, last_token_hidden
+from ehrfm.model.mixers import MixerState
 from ehrfm.schema import (
     BOOLEAN_VALUE,
     MODEL,
@@ -28,9 +32,11 @@ from ehrfm.schema import (
 
 from .cohort import Cohort
 from .cohort_dataset import CohortDataset, collate_cohort
+from .states import HistoryStates, stream_digest
 from .tables import PREDICTION_SCHEMA
 
-__all__ = ["embed_histories", "predict_tasks", "predictions_frame", "sorted_batches"]
+__all__ = ["ContinuedPredictions", "embed_histories", "predict_tasks", "predict_tasks_continuing",
+           "predictions_frame", "sorted_batches"]
 
 
 def sorted_batches(dataset: CohortDataset, tokens_per_batch: int, pad_token_id: int,
@@ -66,6 +72,117 @@ def predict_tasks(model: MultitaskModel, cohort: Cohort, *, tokens_per_batch: in
         batch = {key: value.to(device) for key, value in batch.items()}
         out[rows] = torch.sigmoid(model(batch, task_index).double()).cpu().numpy()
     return out
+
+
+@dataclass
+class ContinuedPredictions:
+    """``probabilities (rows, tasks)``; ``continued (rows,)``: True where a saved state was
+    continued; ``states``: each row's state after its history (when asked for)."""
+
+    probabilities: np.ndarray
+    continued: np.ndarray
+    states: HistoryStates | None
+
+
+def _history_streams(dataset: CohortDataset, index: int, n_tokens: int | None = None) -> list[np.ndarray]:
+    positions = dataset.history_positions(index)
+    if n_tokens is not None:
+        positions = slice(positions.start, positions.start + n_tokens)
+    return [dataset.streams[name][positions] for name in dataset.streams]
+
+
+def _resume_points(dataset: CohortDataset, subject_ids: np.ndarray, saved: HistoryStates,
+                   context_length: int | None) -> np.ndarray:
+    """Per row, the saved state to continue (index into ``saved``), or -1 to read it whole.
+
+    A row continues only when a full read would see the same tokens: its history is not
+    cropped, it starts with exactly the tokens the state has read (same digest), and so the
+    continued result equals a full rescore.
+    """
+    latest: dict[int, int] = {}
+    for j in np.argsort(saved.prediction_time_us, kind="stable"):
+        latest[int(saved.subject_id[j])] = int(j)
+    raw = np.diff(dataset.offsets)
+    points = np.full(len(subject_ids), -1, np.int64)
+    for i, subject in enumerate(subject_ids.tolist()):
+        j = latest.get(int(subject))
+        if j is None:
+            continue
+        n = int(saved.n_tokens[j])
+        if not 0 < n <= raw[i] or (context_length is not None and raw[i] > context_length):
+            continue
+        if stream_digest(_history_streams(dataset, i, n)) == bytes(saved.digest[j]):
+            points[i] = j
+    return points
+
+
+def _batch_state(saved: HistoryStates, points: np.ndarray, backbone: MambaBackbone,
+                 device: torch.device) -> BackboneState:
+    """Saved states for the rows with a resume point, zero (fresh) states for the others."""
+    state = backbone.allocate_state(len(points), device)
+    rows = np.flatnonzero(points >= 0)
+    index = torch.as_tensor(rows, device=device)
+    source = torch.as_tensor(points[rows])
+    layers = []
+    for fresh, kept in zip(state.layers, saved.state.layers):
+        conv, ssm = fresh.conv.clone(), fresh.ssm.clone()
+        conv[index] = kept.conv[source].to(device, conv.dtype)
+        ssm[index] = kept.ssm[source].to(device, ssm.dtype)
+        layers.append(MixerState(conv=conv, ssm=ssm))
+    origin = state.time_origin.clone()
+    origin[index] = saved.state.time_origin[source].to(device)
+    return BackboneState(layers=layers, time_origin=origin)
+
+
+@torch.no_grad()
+def predict_tasks_continuing(model: MultitaskModel, cohort: Cohort, *, saved: HistoryStates | None = None,
+                             keep_states: bool = False, tokens_per_batch: int = 32768,
+                             context_length: int | None = None) -> ContinuedPredictions:
+    """``predict_tasks``, continuing histories from ``saved`` states where that is exact.
+
+    A row continues from the latest saved state of its subject when its history begins with
+    the very tokens that state has read (checked by digest) and is not cropped; it then reads
+    only the tokens after them. Every other row is read whole. With ``keep_states`` the
+    result carries each row's state after its whole history, to be saved for next time.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    task_index = model.task_index(cohort.task_names).to(device)
+    subject_ids = cohort.frame[SUBJECT_ID].to_numpy().astype(np.int64)
+    dataset = CohortDataset(cohort, context_length)
+    points = (np.full(len(dataset), -1, np.int64) if saved is None or not len(saved)
+              else _resume_points(dataset, subject_ids, saved, context_length))
+    starts = np.where(points >= 0, saved.n_tokens[np.maximum(points, 0)] if saved is not None else 0, 0)
+    dataset = CohortDataset(cohort, context_length, starts=starts)
+    out = np.full((len(dataset), len(cohort.task_names)), np.nan, dtype=np.float64)
+    kept = HistoryStates.empty(model.backbone, len(dataset)) if keep_states else None
+    for batch in sorted_batches(dataset, tokens_per_batch, model.config.pad_token_id):
+        rows = batch.pop("row").numpy()
+        batch.pop("labels")
+        batch = {key: value.to(device) for key, value in batch.items()}
+        initial = None
+        if (points[rows] >= 0).any():
+            initial = _batch_state(saved, points[rows], model.backbone, device)
+        if batch["input_ids"].shape[1] == 0:  # every row already read: prompt from the saved states
+            state = initial
+        else:
+            _, state = model.encode(batch, state=initial)
+        logits = model.head(model.prompt(state, batch, task_index), task_index)
+        out[rows] = torch.sigmoid(logits.double()).cpu().numpy()
+        if kept is not None:
+            index = torch.as_tensor(rows)
+            for target, source in zip(kept.state.layers, state.layers):
+                target.conv[index] = source.conv.to("cpu", target.conv.dtype)
+                target.ssm[index] = source.ssm.to("cpu", target.ssm.dtype)
+            kept.state.time_origin[index] = state.time_origin.cpu()
+    if kept is not None:
+        kept.subject_id[:] = subject_ids
+        kept.prediction_time_us[:] = cohort.frame[PREDICTION_TIME].cast(pl.Datetime("us")).cast(pl.Int64).to_numpy()
+        for i in range(len(dataset)):
+            streams = _history_streams(dataset, i)
+            kept.n_tokens[i] = len(streams[0])
+            kept.digest[i] = np.frombuffer(stream_digest(streams), np.uint8)
+    return ContinuedPredictions(out, points >= 0, kept)
 
 
 @torch.no_grad()

@@ -35,7 +35,8 @@ class ScoreConfig:
     last event, so that event is in the history; a parquet path gives ``(subject_id,
     prediction_time)`` rows; ``as_of`` (a zoned timestamp) scores everyone at that instant.
     ``tasks`` defaults to every task of the bundle. ``calibrated`` applies the bundle's
-    calibrators (fit on tuning by ``ehrfm finetune``).
+    calibrators (fit on tuning by ``ehrfm finetune``). ``save_states``/``states_from``: incremental
+    rescoring; ``workers``/``worker``: several jobs share the shards (see :mod:`ehrfm.score.run`).
     """
 
     bundle: str
@@ -48,10 +49,17 @@ class ScoreConfig:
     risk_assessments: bool = True  # also write FHIR R4 RiskAssessment ndjson
     tokens_per_batch: int = 32768
     device: str | None = None  # default: cuda when available, else cpu
+    context_length: int | None = None  # default: the bundle's (longer histories keep their newest events)
+    save_states: bool = False  # keep each history's recurrent state under <output>/states
+    states_from: str | None = None  # continue from the states an earlier run saved (its <output>/states)
+    workers: int = 1  # scale-out: this many jobs share the shards ...
+    worker: int | None = None  # ... and this one scores shards worker, worker + workers, ...
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.as_of is not None:
             parse_aware_timestamp(self.as_of, key="as_of")
-        if self.tokens_per_batch < 1:
-            raise ValueError(f"tokens_per_batch must be positive, got {self.tokens_per_batch}")
+        for key in ("tokens_per_batch", "workers", "context_length"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be positive, got {value}")

@@ -29,10 +29,12 @@ import torch
 import ehrfm
 from ehrfm.meds_dataset import data_shards, has_event_shards, scan_events
 from ehrfm.model import MultitaskModel
+from ehrfm.model.pretrained import WEIGHTS_NAME
 from ehrfm.predict.bundle import (
     CARD_JSON,
     TOKENIZER_DIR,
     BundleError,
+    file_digest,
     read_calibrators,
     read_card,
     read_task_files,
@@ -40,7 +42,8 @@ from ehrfm.predict.bundle import (
 from ehrfm.predict.calibration import Calibrator
 from ehrfm.predict.cohort import LABELS, Cohort
 from ehrfm.predict.histories import tokenize_histories
-from ehrfm.predict.inference import embed_histories, predict_tasks
+from ehrfm.predict.inference import embed_histories, predict_tasks_continuing
+from ehrfm.predict.states import HistoryStates
 from ehrfm.schema import CODE, PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK, TIME
 from ehrfm.tokenize import EventTokenizer, TokenType
 from ehrfm.tokenize.crop import PREFIX_TYPES
@@ -64,6 +67,8 @@ class ScoredBatch:
 
     predictions: pl.DataFrame
     skipped: pl.DataFrame
+    states: HistoryStates | None = None  # each scored row's state after its history (if kept)
+    continued: int = 0  # rows that continued from a saved state instead of reading it all
 
 
 def events_from(data: Data) -> pl.DataFrame:
@@ -152,6 +157,8 @@ class RiskModel:
         self.context_length = int(card["context_length"])
         self.name = str(card.get("name") or directory.parent.name)
         self.version = f"ehrfm {card.get('ehrfm_version', '?')}"
+        # identifies these weights: saved states and resumed results must come from them
+        self.weights_digest = file_digest(directory / WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> RiskModel:
@@ -193,7 +200,8 @@ class RiskModel:
             raise KeyError(f"unknown task(s) {unknown}; this model answers {self.tasks}")
         return list(tasks)
 
-    def _histories(self, events: pl.DataFrame, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _histories(self, events: pl.DataFrame, rows: pl.DataFrame,
+                   context_length: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Tokenized histories of the scorable rows, and the rows skipped with their reason."""
         timeless = rows.filter(pl.col(PREDICTION_TIME).is_null()).select(
             SUBJECT_ID, PREDICTION_TIME, pl.lit(NO_EVENTS).alias(SKIP_REASON))
@@ -201,7 +209,8 @@ class RiskModel:
         events = events.filter(pl.col(SUBJECT_ID).cast(pl.Int64).is_in(rows[SUBJECT_ID].implode()))
         if rows.height == 0:
             return pl.DataFrame(), timeless
-        histories = tokenize_histories(events, self.tokenizer, rows, context_length=self.context_length)
+        histories = tokenize_histories(events, self.tokenizer, rows,
+                                       context_length=context_length or self.context_length)
         # Body tokens: everything but the prefix and the interval tokens between visits.
         flat = (histories.with_row_index("_row").select("_row", INPUT_IDS, TOKEN_TYPE)
                 .explode(INPUT_IDS, TOKEN_TYPE)
@@ -222,18 +231,28 @@ class RiskModel:
         return next(self.model.parameters()).device
 
     def score_events(self, events: pl.DataFrame, rows: pl.DataFrame, *, tasks: Sequence[str] | None = None,
-                     calibrated: bool = True, tokens_per_batch: int = 32768) -> ScoredBatch:
-        """Probabilities for ``rows`` (``subject_id, prediction_time``) from ``events``; long format."""
+                     calibrated: bool = True, tokens_per_batch: int = 32768,
+                     context_length: int | None = None, saved_states: HistoryStates | None = None,
+                     keep_states: bool = False) -> ScoredBatch:
+        """Probabilities for ``rows`` (``subject_id, prediction_time``) from ``events``; long format.
+
+        ``context_length`` overrides the bundle's (histories longer than it are cropped).
+        ``saved_states`` (from an earlier call with ``keep_states``) let a history that begins
+        with what its saved state has read continue from it: only its new tokens are read, and
+        the result equals reading it all (see :mod:`ehrfm.predict.states`).
+        """
         names = self._task_names(tasks)
-        histories, skipped = self._histories(events, rows)
+        context_length = context_length or self.context_length
+        histories, skipped = self._histories(events, rows, context_length)
         columns = {SUBJECT_ID: pl.Int64, PREDICTION_TIME: pl.Datetime("us"), TASK: pl.String,
                    PREDICTED_BOOLEAN_PROBABILITY: pl.Float64, "calibrated": pl.Boolean}
         if histories.height == 0:
             return ScoredBatch(pl.DataFrame(schema=columns), skipped)
         nan_labels = pl.Series(LABELS, [[float("nan")] * len(names)] * histories.height, pl.List(pl.Float32))
         cohort = Cohort(histories.with_columns(nan_labels), names)
-        probabilities = predict_tasks(self.model, cohort, tokens_per_batch=tokens_per_batch,
-                                      context_length=self.context_length)
+        result = predict_tasks_continuing(self.model, cohort, saved=saved_states, keep_states=keep_states,
+                                          tokens_per_batch=tokens_per_batch, context_length=context_length)
+        probabilities = result.probabilities
         frames = []
         keys = histories.select(SUBJECT_ID, PREDICTION_TIME)
         for k, task in enumerate(names):
@@ -243,7 +262,8 @@ class RiskModel:
             frames.append(keys.with_columns(pl.lit(task).alias(TASK),
                                             pl.Series(PREDICTED_BOOLEAN_PROBABILITY, p, pl.Float64),
                                             pl.lit(calibrated).alias("calibrated")))
-        return ScoredBatch(pl.concat(frames).select(list(columns)), skipped)
+        return ScoredBatch(pl.concat(frames).select(list(columns)), skipped, result.states,
+                           int(result.continued.sum()))
 
     def predict(self, data: Data, tasks: Sequence[str] | None = None, prediction_times: PredictionTimes = None,
                 calibrated: bool = True, *, tokens_per_batch: int = 32768) -> pl.DataFrame:

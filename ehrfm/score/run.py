@@ -8,6 +8,7 @@ and every task comes from one history pass per patient and prediction time. Outp
 a file that looks complete::
 
     parts/<shard>.parquet, parts/<shard>.skipped.parquet   per-shard results (resume units)
+    states/<shard>.states.safetensors   with save_states: each patient's recurrent state
     predictions.parquet      subject_id, prediction_time, predicted_boolean_probability, task,
                              calibrated, model, model_version, fhir_patient_id
     risk_assessments.ndjson  FHIR R4 RiskAssessment, one per patient, prediction time and task
@@ -16,12 +17,26 @@ a file that looks complete::
 
 A rerun with the same settings skips the shards already done and writes identical files;
 different settings refuse to mix with earlier results unless ``overwrite``.
+
+Scale-out: shards are independent, so ``workers=N worker=k`` scores only shards ``k, k+N, ...``
+and writes their parts, nothing else; several such jobs (processes, Slurm tasks) can share one
+``output``. A final run with the same settings and no ``worker`` finds every shard done and
+merges the parts into the outputs above, identical to a single run's. Through Hydra::
+
+    ehrfm score -m hydra/launcher=joblib workers=2 worker=0,1 bundle=... input=meds output=scores
+    ehrfm score bundle=... input=meds output=scores          # merge
+
+Incremental rescoring: ``save_states=true`` keeps each patient's backbone state after their
+history; a later run with ``states_from=<that output>/states`` on data with new events reads only
+the tokens after what each state has read, for every history that starts with exactly those
+tokens and fits ``context_length`` (so the result equals a full rescore); all others are read
+whole (:mod:`ehrfm.predict.states`).
+
 ``ehrfm score`` (:mod:`ehrfm.score.stage`) is this function behind Hydra.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -30,14 +45,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import torch
 
 from ehrfm.meds_dataset import FHIR_PATIENT_ID, MissingMedsFileError, data_shards, read_subjects
-from ehrfm.model.pretrained import WEIGHTS_NAME
 from ehrfm.outputs import write_parquet_atomic, write_text_atomic
-from ehrfm.predict.bundle import CALIBRATION_FILE
+from ehrfm.predict.bundle import CALIBRATION_FILE, file_digest
+from ehrfm.predict.states import STATE_SUFFIX, HistoryStates
 from ehrfm.schema import PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK
 from ehrfm.typed_config import resolve_config, to_mapping
 
@@ -50,17 +66,10 @@ log = logging.getLogger("ehrfm.score")
 __all__ = ["score"]
 
 PARTS_DIR = "parts"
+STATES_DIR = "states"
 KEY_FILE = "score_key.json"
 FINAL_FILES = ("predictions.parquet", "risk_assessments.ndjson", "skipped.parquet", "summary.json")
 NO_DATA = "no events for this subject in the input"
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _times(config: ScoreConfig) -> Any:
@@ -75,11 +84,15 @@ def _times(config: ScoreConfig) -> Any:
     return prediction_times_frame(pl.read_parquet(path))
 
 
-def _claim(output: Path, key: dict[str, Any], overwrite: bool) -> None:
-    """Resume results of the same settings; refuse to mix with others; ``overwrite`` starts afresh."""
+def _claim(output: Path, key: dict[str, Any], overwrite: bool, *, worker: bool) -> None:
+    """Resume results of the same settings; refuse to mix with others; ``overwrite`` starts afresh.
+
+    A worker (one of several jobs sharing ``output``) never removes anything: another job may
+    be writing there.
+    """
     key_path = output / KEY_FILE
     previous = json.loads(key_path.read_text()) if key_path.is_file() else None
-    ours = [output / PARTS_DIR, *(output / name for name in FINAL_FILES)]
+    ours = [output / PARTS_DIR, output / STATES_DIR, *(output / name for name in FINAL_FILES)]
     if not overwrite:
         if previous is not None and previous != key:
             raise FileExistsError(f"{key_path}: {output} holds scores made with other settings or another "
@@ -87,12 +100,40 @@ def _claim(output: Path, key: dict[str, Any], overwrite: bool) -> None:
         if previous is None and any(p.exists() for p in ours):
             raise FileExistsError(f"{output} holds score outputs without {KEY_FILE}; pass overwrite=true to "
                                   "replace them, or choose another output")
-    if overwrite or previous != key:
-        shutil.rmtree(output / PARTS_DIR, ignore_errors=True)
+    if (overwrite or previous != key) and not worker:
+        for folder in (PARTS_DIR, STATES_DIR):
+            shutil.rmtree(output / folder, ignore_errors=True)
         for name in FINAL_FILES:
             (output / name).unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(key_path, json.dumps(key, indent=2, sort_keys=True) + "\n")
+    if previous != key:
+        write_text_atomic(key_path, json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+
+class _SavedStates:
+    """Saved states under ``states_from``, found by subject: only the files a shard needs are read."""
+
+    def __init__(self, folder: Path, risk: RiskModel) -> None:
+        from safetensors import safe_open
+
+        self.risk = risk
+        files = sorted(folder.glob(f"*{STATE_SUFFIX}"))
+        if not files:
+            raise FileNotFoundError(f"states_from={folder}: no *{STATE_SUFFIX} files (a score run with "
+                                    "save_states=true writes them under <output>/states)")
+        self.subjects = {}
+        for path in files:
+            with safe_open(str(path), framework="pt") as handle:
+                self.subjects[path] = set(handle.get_tensor("subject_id").tolist())
+
+    def for_subjects(self, subjects: pl.Series) -> HistoryStates | None:
+        wanted = set(subjects.to_list())
+        parts = []
+        for path, held in self.subjects.items():
+            if held & wanted:
+                states = HistoryStates.load(path, self.risk.model.backbone, model_digest=self.risk.weights_digest)
+                parts.append(states.take(np.flatnonzero(np.isin(states.subject_id, list(wanted)))))
+        return HistoryStates.concat(parts) if parts else None
 
 
 def _risk_assessments(predictions: pl.DataFrame, risk: RiskModel) -> str:
@@ -107,66 +148,96 @@ def _risk_assessments(predictions: pl.DataFrame, risk: RiskModel) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _check_workers(config: ScoreConfig, inputs: list[str]) -> None:
+    if config.worker is None:
+        return
+    if not 0 <= config.worker < config.workers:
+        raise ValueError(f"worker={config.worker} must be in 0..{config.workers - 1} (workers={config.workers})")
+    if config.overwrite:
+        raise ValueError("overwrite=true cannot be combined with worker=...: jobs that share an output must not "
+                         "delete each other's parts; clear the output first (or run once without worker)")
+    from ehrfm.meds_dataset import has_event_shards
+
+    if not (len(inputs) == 1 and has_event_shards(inputs[0])):
+        raise ValueError(f"input={inputs}: workers score a MEDS dataset; ingest the FHIR once first "
+                         "(`ehrfm ingest input=... output=meds`) so that the jobs do not each ingest it")
+
+
 def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
     """Score a population with a model bundle; returns the summary (also ``summary.json``).
 
     Takes a :class:`ScoreConfig`, a mapping of its settings, or its settings as keywords
     (``score(bundle="runs/mtf/task_per_task/model", input="meds/", output="scores/")``).
+    A worker run (``worker`` set) scores its share of the shards and returns their counts only.
     """
     from tqdm.auto import tqdm
 
     config = resolve_config(ScoreConfig, config, settings, where="score")
     started = time.perf_counter()
     output = Path(config.output)
+    inputs = [config.input] if isinstance(config.input, str) else list(config.input)
+    _check_workers(config, inputs)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     risk = RiskModel.from_pretrained(config.bundle, map_location=device)
     tasks = risk._task_names(config.tasks)
     from ehrfm.ingest import ensure_meds
 
-    meds_dir = ensure_meds([config.input] if isinstance(config.input, str) else list(config.input),
-                           output / "meds")
+    meds_dir = ensure_meds(inputs, output / "meds")
     shards = data_shards(meds_dir)
     times = _times(config)
     model_dir = Path(config.bundle)
-    key = {"model": str(model_dir.resolve()), "weights": _file_digest(model_dir / WEIGHTS_NAME),
-           "calibration": _file_digest(model_dir / CALIBRATION_FILE), "meds_dir": str(meds_dir.resolve()),
+    context_length = config.context_length or risk.context_length
+    states_from = Path(config.states_from) if config.states_from else None
+    key = {"model": str(model_dir.resolve()), "weights": risk.weights_digest,
+           "calibration": file_digest(model_dir / CALIBRATION_FILE), "meds_dir": str(meds_dir.resolve()),
            "shards": [[s.name, s.stat().st_size] for s in shards], "tasks": tasks,
-           "prediction_times": config.prediction_times, "as_of": config.as_of, "calibrated": config.calibrated}
-    _claim(output, key, config.overwrite)
-    parts = output / PARTS_DIR
-    resumed = 0
-    seen_subjects: list[pl.Series] = []
-    progress = tqdm(total=len(shards), unit="shard", desc="scoring", disable=None)
-    patients = 0
-    for shard in shards:
+           "prediction_times": config.prediction_times, "as_of": config.as_of, "calibrated": config.calibrated,
+           "context_length": context_length, "save_states": config.save_states,
+           "states_from": str(states_from.resolve()) if states_from else None}
+    _claim(output, key, config.overwrite, worker=config.worker is not None)
+    saved = _SavedStates(states_from, risk) if states_from else None
+    parts, states_dir = output / PARTS_DIR, output / STATES_DIR
+    mine = [s for i, s in enumerate(shards) if config.worker is None or i % config.workers == config.worker]
+    # Subjects of every shard first (one column each): the progress bar's total, the summary's count.
+    shard_subjects = {s: pl.read_parquet(s, columns=[SUBJECT_ID])[SUBJECT_ID].cast(pl.Int64).unique() for s in mine}
+    patients = sum(subjects.len() for subjects in shard_subjects.values())
+    resumed = scored_here = continued = 0
+    progress = tqdm(total=patients, unit="patient", desc="scoring", disable=None)
+    for shard in mine:
         done, skipped_part = parts / f"{shard.stem}.parquet", parts / f"{shard.stem}.skipped.parquet"
-        resuming = done.is_file() and skipped_part.is_file()
-        # a finished shard is read only for its subjects (the summary counts every patient)
-        events = pl.read_parquet(shard, columns=[SUBJECT_ID] if resuming else None)
-        subjects = events[SUBJECT_ID].cast(pl.Int64).unique()
-        seen_subjects.append(subjects)
-        patients += subjects.len()
-        if resuming:
+        subjects = shard_subjects[shard]
+        if done.is_file() and skipped_part.is_file():
             resumed += 1
-            progress.update(1)
+            progress.update(subjects.len())
             continue
+        events = pl.read_parquet(shard)
         if isinstance(times, pl.DataFrame):
             rows = times.filter(pl.col(SUBJECT_ID).is_in(subjects.implode()))
         else:
             rows = prediction_rows(events, times)
         batch = risk.score_events(events, rows, tasks=tasks, calibrated=config.calibrated,
-                                  tokens_per_batch=config.tokens_per_batch)
+                                  tokens_per_batch=config.tokens_per_batch, context_length=context_length,
+                                  saved_states=saved.for_subjects(subjects) if saved else None,
+                                  keep_states=config.save_states)
         write_parquet_atomic(batch.skipped, skipped_part)
+        if batch.states is not None:
+            batch.states.save(states_dir / f"{shard.stem}{STATE_SUFFIX}", model_digest=risk.weights_digest)
         write_parquet_atomic(batch.predictions, done)  # written last: its presence marks the shard done
-        progress.update(1)
-        progress.set_postfix(patients_per_s=f"{patients / max(time.perf_counter() - started, 1e-9):.0f}")
+        scored_here += 1
+        continued += batch.continued
+        progress.update(subjects.len())
     progress.close()
+    if config.worker is not None:
+        seconds = time.perf_counter() - started
+        return {"worker": config.worker, "workers": config.workers, "output": str(output),
+                "shards": [s.name for s in mine], "shards_scored": scored_here, "shards_resumed": resumed,
+                "patients_in_shards": patients, "continued_rows": continued, "seconds": round(seconds, 3)}
 
     predictions = pl.concat([pl.read_parquet(parts / f"{s.stem}.parquet") for s in shards], how="vertical_relaxed")
     skipped = pl.concat([pl.read_parquet(parts / f"{s.stem}.skipped.parquet") for s in shards],
                         how="diagonal_relaxed")
     if isinstance(times, pl.DataFrame):  # asked-for subjects that the input does not hold
-        present = pl.concat(seen_subjects).unique()
+        present = pl.concat(list(shard_subjects.values())).unique()
         absent = times.filter(~pl.col(SUBJECT_ID).is_in(present.implode())).with_columns(
             pl.lit(NO_DATA).alias(SKIP_REASON))
         skipped = pl.concat([skipped, absent], how="diagonal_relaxed")
@@ -193,6 +264,9 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
         "predictions": predictions.height,
         "skipped_rows": skipped.height, "skipped_by_reason": reasons,
         "shards": len(shards), "shards_resumed": resumed,
+        "continued_rows": continued,  # histories continued from saved states (this run's shards)
+        "state_bytes_per_history": (HistoryStates.empty(risk.model.backbone, 1).bytes_per_history()
+                                    if config.save_states else None),
         "seconds": round(seconds, 3), "patients_per_s": round(patients / seconds, 1) if seconds else None,
     }
     write_text_atomic(output / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")

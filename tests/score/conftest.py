@@ -6,8 +6,11 @@ scoring's plumbing (equality with evaluation, resume, atomic output, FHIR out), 
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
@@ -38,3 +41,19 @@ def scoring_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
              data={"context_length": 256, "tokens_per_batch": 4096}, optim={"warmup_steps": 2})
     return {"root": root, "fhir": root / "fhir", "meds": pretrain / "meds", "finetune": root / "mtf",
             "bundle": root / "mtf" / "task_per_task" / "model"}
+
+
+def _copy_meds(source: Path, target: Path, keep: Callable[[pl.DataFrame], pl.DataFrame]) -> Path:
+    shutil.copytree(source / "metadata", target / "metadata")
+    for shard in sorted((source / "data").rglob("*.parquet")):
+        out = target / shard.relative_to(source)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        keep(pl.read_parquet(shard)).write_parquet(out)
+    return target
+
+
+@pytest.fixture(scope="session")
+def copy_meds() -> Callable[[Path, Path, Callable[[pl.DataFrame], pl.DataFrame]], Path]:
+    """``copy_meds(source, target, keep)``: a MEDS dataset like ``source`` (same metadata, same
+    shards) with ``keep`` applied to each shard's events."""
+    return _copy_meds
