@@ -8,6 +8,8 @@ Two ways to run it, with the same numbers:
   also returns the recurrent state after each row's last real token.
 - ``step(tokens, state)``: one new token per row in ``O(1)``, for updating a patient's risk
   as events arrive without reprocessing the history.
+- ``readout(tokens, state)``: ``k`` alternative next tokens per row (the task prompts after a
+  history), each as ``step`` would give it, reading the state once and keeping no new state.
 
 >>> import torch
 >>> from ehrfm.model import BackboneConfig, MambaBackbone
@@ -113,6 +115,10 @@ class ResidualBlock(nn.Module):
         out, new_state = self.mixer.step(self.norm(x), state, mask)
         return x + out * mask.unsqueeze(-1).to(out.dtype), new_state
 
+    def readout(self, x: Tensor, state: MixerState) -> Tensor:
+        """``x: (b, k, d)``: ``k`` alternative next tokens per row -> ``(b, k, d)``, no new state."""
+        return x + self.mixer.readout(self.norm(x), state)
+
 
 class MambaBackbone(PretrainedMixin, nn.Module):
     """Embedding + ``n_layers`` residual Mamba blocks + final norm; returns hidden states."""
@@ -201,6 +207,27 @@ class MambaBackbone(PretrainedMixin, nn.Module):
             new_layers.append(layer_state)
         hidden = self.norm_f(x) * mask.unsqueeze(-1).to(x.dtype)
         return hidden, BackboneState(layers=new_layers, time_origin=origin)
+
+    def readout(self, tokens: Mapping[str, Tensor], state: BackboneState) -> Tensor:
+        """Hidden states for ``k`` alternative next tokens of each row, none of them kept.
+
+        Args:
+            tokens: the stream keys, each ``(b, k)``: ``k`` candidates after each row's state
+                (every task's prompt token after one history). All are real tokens.
+            state: the rows' state (``forward(..., return_state=True)``), ``b`` rows.
+
+        Returns:
+            ``(b, k, d)``: what ``step`` would give for each candidate from a copy of ``state``,
+            at ``O(b)`` state reads instead of ``O(b * k)`` state copies.
+        """
+        _check_batch(tokens, 2)
+        mask = torch.ones_like(tokens["input_ids"], dtype=torch.bool)
+        first = tokens["time_days"][:, 0].to(torch.float64)
+        origin = torch.where(torch.isnan(state.time_origin), first, state.time_origin)
+        x = self.embedding({key: value for key, value in tokens.items() if key != "attention_mask"}, mask, origin)
+        for layer, layer_state in zip(self.layers, state.layers):
+            x = layer.readout(x, layer_state)
+        return self.norm_f(x)
 
     def allocate_state(self, batch_size: int, device: torch.device | str | None = None) -> BackboneState:
         """Empty state (no token seen) for ``batch_size`` rows."""

@@ -130,6 +130,17 @@ def _init_linear(linear: nn.Linear, std: float) -> None:
         nn.init.zeros_(linear.bias)
 
 
+def _conv_readout(conv: nn.Module, x: Tensor, state: Tensor) -> Tensor:
+    """The conv's output for ``k`` alternative next inputs ``x: (b, k, c)`` after ``state``,
+    without the new state: the window part every alternative shares is computed once."""
+    weight = conv.weight.squeeze(1)  # (c, kernel)
+    shared = (state.to(x.dtype) * weight[:, :-1]).sum(-1)  # (b, c)
+    y = shared.unsqueeze(1) + x * weight[:, -1]
+    if conv.bias is not None:
+        y = y + conv.bias
+    return F.silu(y)
+
+
 class Mamba2Mixer(nn.Module):
     """Mamba-2 block mixer: in_proj -> causal conv -> SSD -> gated RMSNorm -> out_proj.
 
@@ -233,6 +244,29 @@ class Mamba2Mixer(nn.Module):
             new_state = new_state.select(mask, state)
         return self.out_proj(self.norm(y.reshape(b, self.d_inner), z)), new_state
 
+    def readout(self, hidden: Tensor, state: MixerState) -> Tensor:
+        """Outputs for ``k`` alternative next tokens of each row, ``hidden: (b, k, d)`` -> ``(b, k, d)``.
+
+        The same numbers as ``step`` from ``k`` copies of ``state``, without copying it or
+        writing new states: with ``S' = a S + dt x B^T``, ``y = S' C + D x = a (S C) +
+        dt (B . C) x + D x``, so the state is read once for all ``k`` (task prompts).
+        """
+        b, k, _ = hidden.shape
+        h, p, g, n = self.n_heads, self.headdim, self.ngroups, self.d_state
+        z, xBC, dt = self._split(self.in_proj(hidden))
+        xBC = _conv_readout(self.conv, xBC, state.conv)
+        x, B, C = torch.split(xBC, [self.d_inner, g * n, g * n], dim=-1)
+        work = state.ssm.dtype
+        x = x.reshape(b, k, h, p).to(work)
+        B_h = B.reshape(b, k, g, n).repeat_interleave(h // g, dim=2).to(work)  # (b, k, h, n)
+        C_h = C.reshape(b, k, g, n).repeat_interleave(h // g, dim=2).to(work)
+        dt = self._dt(dt, None).to(work)  # (b, k, h)
+        decay = torch.exp(dt * -torch.exp(_f32(self.A_log)).to(work))
+        read = torch.einsum("bhpn,bkhn->bkhp", state.ssm, C_h)
+        y = (decay.unsqueeze(-1) * read + (dt * (B_h * C_h).sum(-1)).unsqueeze(-1) * x
+             + self.D.to(work).view(h, 1) * x)
+        return self.out_proj(self.norm(y.to(hidden.dtype).reshape(b, k, self.d_inner), z))
+
     def allocate_state(self, batch_size: int, device: torch.device | None = None,
                        dtype: torch.dtype | None = None) -> MixerState:
         """Zero state for ``batch_size`` rows (conv in ``dtype``, SSM in at least float32)."""
@@ -335,6 +369,22 @@ class Mamba1Mixer(nn.Module):
         if mask is not None:
             new_state = new_state.select(mask, state)
         return self.out_proj(y.to(hidden.dtype)), new_state
+
+    def readout(self, hidden: Tensor, state: MixerState) -> Tensor:
+        """Outputs for ``k`` alternative next tokens of each row, ``hidden: (b, k, d)`` -> ``(b, k, d)``:
+        ``step`` from ``k`` copies of ``state`` without copying it (see ``Mamba2Mixer.readout``)."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        x = _conv_readout(self.conv, x, state.conv)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        work = state.ssm.dtype
+        delta = self._delta(dt, None).to(work)  # (b, k, e)
+        A = -torch.exp(_f32(self.A_log)).to(work)  # (e, n)
+        u, B, C = x.to(work), B.to(work), C.to(work)
+        decay = torch.exp(delta.unsqueeze(-1) * A)  # (b, k, e, n)
+        read = (decay * state.ssm.unsqueeze(1) * C.unsqueeze(2)).sum(-1)
+        y = read + delta * u * (B * C).sum(-1, keepdim=True) + self.D.to(work) * u
+        y = y * F.silu(z.to(work))
+        return self.out_proj(y.to(hidden.dtype))
 
     def allocate_state(self, batch_size: int, device: torch.device | None = None,
                        dtype: torch.dtype | None = None) -> MixerState:

@@ -4,8 +4,9 @@ The prompt design makes one pass over a patient's history serve every task:
 
 1. the history (all tokens strictly before the prediction time) runs through the backbone once,
    which leaves the recurrent state after its last token;
-2. each task's prompt token (``[TASK_nnn]``, stamped with the prediction time) is one O(1)
-   ``step`` from that same state; all tasks are stepped together as one batch of ``b * k`` rows;
+2. each task's prompt token (``[TASK_nnn]``, stamped with the prediction time) is the next
+   token after that same state: the backbone's ``readout`` gives all ``k`` of them at once,
+   reading each row's state once (the numbers of ``step`` from ``k`` copies of it);
 3. the hidden state at each prompt token goes through a task head (``task_shared`` or
    ``task_per_task`` from the head registry) to one logit per task.
 
@@ -48,21 +49,11 @@ from . import task_heads as _task_heads  # noqa: F401  (registers the task heads
 from .backbone import BackboneState, MambaBackbone
 from .config import BackboneConfig
 from .heads import build_head, task_head_names
-from .mixers import MixerState
 from .pretrained import PretrainedMixin
 
 __all__ = ["PROMPT_KEYS", "MultitaskModel", "last_token_hidden"]
 
 PROMPT_KEYS = ("prompt_time_days", "prompt_age_years", "prompt_visit_index")
-
-
-def _repeat_rows(state: BackboneState, k: int) -> BackboneState:
-    """Each row's state ``k`` times (row ``i`` becomes rows ``i*k .. i*k+k-1``)."""
-    return BackboneState(
-        layers=[MixerState(conv=s.conv.repeat_interleave(k, 0), ssm=s.ssm.repeat_interleave(k, 0))
-                for s in state.layers],
-        time_origin=state.time_origin.repeat_interleave(k, 0),
-    )
 
 
 def last_token_hidden(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -145,19 +136,25 @@ class MultitaskModel(PretrainedMixin, nn.Module):
         return last_token_hidden(hidden, mask), state
 
     def prompt(self, state: BackboneState, batch: Mapping[str, Tensor], task_index: Tensor) -> Tensor:
-        """Hidden state at each task's prompt token, all stepped from ``state`` -> ``(b, k, d)``."""
+        """Hidden state at each task's prompt token after ``state`` -> ``(b, k, d)``.
+
+        Every prompt is the next token after the same history, so the backbone's ``readout``
+        reads each row's state once for all ``k`` tasks (what ``step`` from ``k`` copies gives).
+        """
         b, k = state.batch_size, int(task_index.numel())
-        ids = self.prompt_token_ids[task_index].repeat(b)  # row-major: (row, task)
+        ids = self.prompt_token_ids[task_index].expand(b, k)
+
+        def per_task(values: Tensor) -> Tensor:
+            return values.unsqueeze(1).expand(b, k)
+
         tokens = {
             "input_ids": ids,
-            "time_days": batch["prompt_time_days"].to(torch.float64).repeat_interleave(k),
-            "age_years": batch["prompt_age_years"].repeat_interleave(k),
-            "visit_index": batch["prompt_visit_index"].repeat_interleave(k),
+            "time_days": per_task(batch["prompt_time_days"].to(torch.float64)),
+            "age_years": per_task(batch["prompt_age_years"]),
+            "visit_index": per_task(batch["prompt_visit_index"]),
             "token_type": torch.full_like(ids, int(TokenType.TASK)),
-            "attention_mask": torch.ones_like(ids, dtype=torch.bool),
         }
-        hidden, _ = self.backbone.step(tokens, _repeat_rows(state, k))
-        return hidden.view(b, k, -1)
+        return self.backbone.readout(tokens, state)
 
     def forward(self, batch: Mapping[str, Tensor], task_index: Tensor | None = None) -> Tensor:
         """Logits ``(b, k)`` for the tasks in ``task_index`` (default: every task)."""

@@ -119,6 +119,12 @@ def _resume_points(dataset: CohortDataset, subject_ids: np.ndarray, saved: Histo
 def _batch_state(saved: HistoryStates, points: np.ndarray, backbone: MambaBackbone,
                  device: torch.device) -> BackboneState:
     """Saved states for the rows with a resume point, zero (fresh) states for the others."""
+    if (points >= 0).all():  # the usual case in incremental rescoring: gather, nothing to fill
+        source = torch.as_tensor(points)
+        return BackboneState(
+            layers=[MixerState(conv=s.conv[source].to(device), ssm=s.ssm[source].to(device))
+                    for s in saved.state.layers],
+            time_origin=saved.state.time_origin[source].to(device))
     state = backbone.allocate_state(len(points), device)
     rows = np.flatnonzero(points >= 0)
     index = torch.as_tensor(rows, device=device)
@@ -152,7 +158,9 @@ def predict_tasks_continuing(model: MultitaskModel, cohort: Cohort, *, saved: Hi
     dataset = CohortDataset(cohort, context_length)
     points = (np.full(len(dataset), -1, np.int64) if saved is None or not len(saved)
               else _resume_points(dataset, subject_ids, saved, context_length))
-    starts = np.where(points >= 0, saved.n_tokens[np.maximum(points, 0)] if saved is not None else 0, 0)
+    starts = np.zeros(len(dataset), np.int64)
+    if saved is not None:
+        starts[points >= 0] = saved.n_tokens[points[points >= 0]]
     dataset = CohortDataset(cohort, context_length, starts=starts)
     out = np.full((len(dataset), len(cohort.task_names)), np.nan, dtype=np.float64)
     kept = HistoryStates.empty(model.backbone, len(dataset)) if keep_states else None

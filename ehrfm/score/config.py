@@ -47,7 +47,7 @@ class ScoreConfig:
     as_of: str | None = None
     calibrated: bool = True
     risk_assessments: bool = True  # also write FHIR R4 RiskAssessment ndjson
-    tokens_per_batch: int = 32768
+    tokens_per_batch: int | None = None  # padded tokens per batch; default 4096 on a CPU, 32768 on a GPU
     device: str | None = None  # default: cuda when available, else cpu
     context_length: int | None = None  # default: the bundle's (longer histories keep their newest events)
     save_states: bool = False  # keep each history's recurrent state under <output>/states

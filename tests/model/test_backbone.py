@@ -167,3 +167,23 @@ def test_base_preset_is_about_the_published_size() -> None:
         model = MambaBackbone(BackboneConfig.preset("base", vocab_size=8192))
     n = model.num_parameters()
     assert 100e6 < n < 140e6, n
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_readout_equals_a_step_from_a_copy_of_the_state_for_each_candidate(mixer: str) -> None:
+    from ehrfm.model.backbone import BackboneState
+    from ehrfm.model.mixers import MixerState
+
+    model = make_model(mixer)
+    history, candidates = random_batch(3, 17), random_batch(3, 4)  # 4 alternative next tokens per row
+    with torch.no_grad():
+        _, state = model(history, return_state=True)
+        before = [(s.conv.clone(), s.ssm.clone()) for s in state.layers]
+        read = model.readout({key: value for key, value in candidates.items() if key != "attention_mask"}, state)
+        for k in range(4):
+            copy = BackboneState([MixerState(s.conv.clone(), s.ssm.clone()) for s in state.layers],
+                                 state.time_origin.clone())
+            stepped, _ = model.step(slice_batch(candidates, (slice(None), k)), copy)
+            torch.testing.assert_close(read[:, k], stepped, rtol=1e-10, atol=1e-10)
+    for layer, (conv, ssm) in zip(state.layers, before):  # the state is only read
+        assert torch.equal(layer.conv, conv) and torch.equal(layer.ssm, ssm)

@@ -63,25 +63,25 @@ def test_prompt_steps_equal_a_full_pass_over_history_plus_task_token(mixer: str)
 
 def test_one_history_pass_serves_every_task(monkeypatch: pytest.MonkeyPatch) -> None:
     model = MultitaskModel(BackboneConfig.preset("tiny", vocab_size=VOCAB), ["a", "b", "c"], PROMPTS).eval()
-    calls = {"forward": 0, "step": 0}
-    forward, step = MambaBackbone.forward, MambaBackbone.step
+    calls = {"forward": 0, "readout": 0}
+    forward, readout = MambaBackbone.forward, MambaBackbone.readout
 
     def counting_forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["forward"] += 1
         return forward(self, *args, **kwargs)
 
-    def counting_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["step"] += 1
-        return step(self, *args, **kwargs)
+    def counting_readout(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["readout"] += 1
+        return readout(self, *args, **kwargs)
 
     monkeypatch.setattr(MambaBackbone, "forward", counting_forward)
-    monkeypatch.setattr(MambaBackbone, "step", counting_step)
+    monkeypatch.setattr(MambaBackbone, "readout", counting_readout)
     with torch.no_grad():
         one = model(_batch(), model.task_index(["b"]))
         calls_one = dict(calls)
         every = model(_batch())
-    assert calls_one == {"forward": 1, "step": 1}
-    assert calls == {"forward": 2, "step": 2}  # three tasks: still one history pass and one (batched) step
+    assert calls_one == {"forward": 1, "readout": 1}
+    assert calls == {"forward": 2, "readout": 2}  # three tasks: still one history pass and one readout
     assert one.shape == (3, 1) and every.shape == (3, 3)
     torch.testing.assert_close(one[:, 0], every[:, 1])
 
