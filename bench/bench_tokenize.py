@@ -323,6 +323,7 @@ def replicate(meds: Path, target: Path, times: int) -> Path:
     pl.concat([renumber(splits, k) for k in range(times)]).write_parquet(
         target / "metadata" / "subject_splits.parquet")
     shutil.copy(meds / "metadata" / "codes.parquet", target / "metadata" / "codes.parquet")
+    shutil.copy(meds / "metadata" / "dataset.json", target / "metadata" / "dataset.json")
     return target
 
 

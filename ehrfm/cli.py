@@ -57,6 +57,18 @@ def compose_stage(stage: str, overrides: list[str] | None = None) -> Any:
         return compose(config_name=stage, overrides=alias_experiment(stage, list(overrides or [])))
 
 
+class StageInterrupted(BaseException):
+    """A stage stopped by a signal or Ctrl-C: the command exits non-zero (130 or 143) and says so.
+
+    A ``BaseException``, so that Hydra's error handling (which catches ``Exception``) lets it through.
+    """
+
+    def __init__(self, cause: str, exit_code: int) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.exit_code = exit_code
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -131,7 +143,18 @@ def _run_hydra_stage(stage: Stage, overrides: list[str]) -> int:
 
     @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage.name)
     def _app(cfg: DictConfig) -> None:
-        runner(cfg)
+        try:
+            runner(cfg)
+        except KeyboardInterrupt:
+            raise StageInterrupted("an interrupt (Ctrl-C)", 130) from None
+        except SystemExit as exc:
+            # Lightning turns SIGTERM into a SystemExit without a code, which would exit 0 as if the
+            # stage had finished; a scheduler or a pipeline must see that it did not.
+            if type(exc).__name__ == "SIGTERMException":
+                raise StageInterrupted("SIGTERM", 143) from None
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) after Ctrl-C
+                raise StageInterrupted("an interrupt (Ctrl-C)", 130) from None
+            raise
 
     saved = sys.argv
     # Hydra reads the overrides from sys.argv; the program name stays so that launchers that
@@ -140,6 +163,12 @@ def _run_hydra_stage(stage: Stage, overrides: list[str]) -> int:
     os.environ[_STAGE_ENV] = stage.name
     try:
         _app()
+    except StageInterrupted as stop:
+        print(f"ehrfm {stage.name}: stopped by {stop.cause} before it finished; its outputs are incomplete "
+              f"and no final model or result was written. Run the same command again to redo it"
+              f"{' (add ckpt_path=last to resume from the last checkpoint)' if stage.name == 'pretrain' else ''}.",
+              file=sys.stderr)
+        return stop.exit_code
     except SystemExit as exc:  # Hydra exits on its own flags (--help, --cfg) and on errors
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
     finally:

@@ -10,6 +10,8 @@ Layout (MEDS v0.4)::
     <meds_dir>/data/**/*.parquet                  events: subject_id, time, code, ...
     <meds_dir>/metadata/subject_splits.parquet    subject_id, split (train / tuning / held_out)
     <meds_dir>/metadata/subjects.parquet          subject_id <-> FHIR Patient id (ehrfm ingest)
+    <meds_dir>/metadata/dataset.json              MEDS dataset metadata: written last, it marks the
+                                                  dataset complete (no stage reads one without it)
 
 >>> import tempfile, ehrfm
 >>> from ehrfm.resources import example_fhir_dir
@@ -28,19 +30,24 @@ ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: mi
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import polars as pl
-from meds import data_subdirectory, subject_splits_filepath
+from meds import DatasetMetadataSchema, data_subdirectory, dataset_metadata_filepath, subject_splits_filepath
 
 from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
 
 __all__ = [
     "FHIR_PATIENT_ID",
     "SUBJECTS_FILE",
+    "IncompleteMedsDatasetError",
     "MedsDatasetError",
     "MissingMedsFileError",
     "data_shards",
+    "mark_complete",
     "has_event_shards",
     "is_meds_dataset",
     "read_splits",
@@ -61,12 +68,37 @@ class MissingMedsFileError(MedsDatasetError, FileNotFoundError):
     """A file or folder that a MEDS dataset must hold does not exist."""
 
 
+class IncompleteMedsDatasetError(MissingMedsFileError):
+    """Event shards without ``metadata/dataset.json``: what an interrupted ingest leaves behind."""
+
+
+def mark_complete(meds_dir: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``metadata/dataset.json`` (validated against the MEDS schema) as the last file.
+
+    Written atomically (a temporary sibling, then a rename): its presence means every other
+    file of the dataset was written. Every reader here refuses a dataset without it.
+    """
+    DatasetMetadataSchema.validate(metadata)
+    path = Path(meds_dir) / dataset_metadata_filepath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(json.dumps(metadata, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
 def data_shards(meds_dir: str | Path) -> list[Path]:
-    """The dataset's ``data/**/*.parquet`` files, sorted; an error names the folder if none."""
+    """The dataset's ``data/**/*.parquet`` files, sorted; an error names the folder if none, or if
+    the dataset is incomplete (no ``metadata/dataset.json``, see :func:`mark_complete`)."""
     root = Path(meds_dir) / data_subdirectory
     shards = sorted(root.rglob("*.parquet"))
     if not shards:
         raise MissingMedsFileError(f"{root}: no *.parquet shards; is {meds_dir} a MEDS dataset directory?")
+    if not (Path(meds_dir) / dataset_metadata_filepath).is_file():
+        raise IncompleteMedsDatasetError(
+            f"{Path(meds_dir) / dataset_metadata_filepath}: missing, so {meds_dir} is not a complete MEDS "
+            "dataset (an interrupted `ehrfm ingest` leaves its event shards without it): run the ingest "
+            "again; a dataset from another ETL needs its MEDS dataset.json")
     return shards
 
 
@@ -76,11 +108,11 @@ def has_event_shards(path: str | Path) -> bool:
 
 
 def is_meds_dataset(path: str | Path) -> bool:
-    """Whether ``path`` holds a complete MEDS dataset: event shards and the subject splits.
-
-    Ingest writes the metadata last, so a folder an interrupted ingest left behind is not one.
-    """
-    return has_event_shards(path) and (Path(path) / subject_splits_filepath).is_file()
+    """Whether ``path`` holds a complete MEDS dataset: event shards, the subject splits and the
+    ``dataset.json`` that ingest writes last (a folder an interrupted ingest left is not one)."""
+    path = Path(path)
+    return (has_event_shards(path) and (path / subject_splits_filepath).is_file()
+            and (path / dataset_metadata_filepath).is_file())
 
 
 def scan_events(meds_dir: str | Path) -> pl.LazyFrame:

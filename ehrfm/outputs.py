@@ -28,7 +28,46 @@ from pathlib import Path
 
 import polars as pl
 
-__all__ = ["prepare_output", "write_atomic", "write_parquet_atomic", "write_text_atomic"]
+__all__ = ["OutputOverlapsInputError", "ensure_output_dir", "meds_protected", "prepare_output", "refuse_overlap", "write_atomic",
+           "write_parquet_atomic", "write_text_atomic"]
+
+
+class OutputOverlapsInputError(ValueError):
+    """The output folder is, contains, or lies inside something the stage reads."""
+
+
+def refuse_overlap(output: str | Path, protected: Iterable[str | Path], *, key: str = "output") -> None:
+    """Refuse an ``output`` that is, contains, or lies inside any ``protected`` path.
+
+    A stage never writes where it reads: with ``overwrite`` it would otherwise delete its own
+    inputs (an ingest with ``output`` set to the FHIR folder), and files it writes would be read
+    back as input by the next run.
+
+    >>> refuse_overlap("/data/fhir", ["/data/fhir/a.json"])
+    Traceback (most recent call last):
+    ...
+    ehrfm.outputs.OutputOverlapsInputError: output=/data/fhir contains the input /data/fhir/a.json; ...
+    >>> refuse_overlap("/data/meds_out", ["/data/fhir"])  # siblings are fine
+    """
+    out = Path(output).resolve()
+    for item in protected:
+        path = Path(item).resolve()
+        if path == out:
+            relation = "is the input"
+        elif out in path.parents:
+            relation = "contains the input"
+        elif path in out.parents:
+            relation = "lies inside the input"
+        else:
+            continue
+        raise OutputOverlapsInputError(
+            f"{key}={output} {relation} {item}; ehrfm never writes where it reads (with overwrite it "
+            "would delete its own input): choose an output folder outside the inputs")
+
+
+def meds_protected(meds_dir: str | Path) -> list[Path]:
+    """What an output must stay clear of when a stage reads the MEDS dataset ``meds_dir``."""
+    return [Path(meds_dir) / "data", Path(meds_dir) / "metadata"]
 
 
 def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite: bool) -> list[Path]:
@@ -40,14 +79,32 @@ def prepare_output(output: str | Path, owned: Iterable[str | Path], *, overwrite
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"{output}: the output must be a folder, and this is a file")
+    ensure_output_dir(output)
     existing = [output / part for part in owned if (output / part).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) "
                               "to replace it")
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    output.mkdir(parents=True, exist_ok=True)
     return [p for p in existing if p.exists()]
+
+
+def ensure_output_dir(output: str | Path) -> Path:
+    """Create the output folder, or say plainly why it cannot be written (not a raw OSError)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"{output}: the output must be a folder, and this is a file")
+    blocker = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"{output}: cannot create the output folder: {blocker} is a file")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise PermissionError(f"{output}: cannot create the output folder (permission denied); "
+                              "choose a location you can write to") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise PermissionError(f"{output}: the output folder is not writable; choose a location you can write to")
+    return output
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:

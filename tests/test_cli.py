@@ -70,3 +70,30 @@ def test_every_stage_resolves_and_its_config_composes(name: str) -> None:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name=name)
     assert cfg is not None and "hydra" not in cfg
+
+
+@pytest.mark.parametrize(("raised", "code", "cause"), [
+    ("sigterm", 143, "SIGTERM"), ("ctrl_c", 130, "an interrupt (Ctrl-C)"),
+    ("lightning_ctrl_c", 130, "an interrupt (Ctrl-C)")])
+def test_an_interrupted_stage_exits_non_zero_and_says_so(raised: str, code: int, cause: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from ehrfm import cli
+
+    def stopped(cfg: object) -> None:
+        if raised == "sigterm":
+            raise SIGTERMException  # what Lightning raises on SIGTERM: a SystemExit without a code
+        if raised == "ctrl_c":
+            raise KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None  # Lightning's graceful shutdown after Ctrl-C
+
+    monkeypatch.setattr(cli.Stage, "load", lambda self: stopped)
+    assert cli.main(["pretrain", "trainer.max_epochs=1"]) == code
+    err = capsys.readouterr().err
+    assert f"ehrfm pretrain: stopped by {cause} before it finished" in err
+    assert "add ckpt_path=last to resume" in err

@@ -25,6 +25,7 @@ from ehrfm.predict.metrics import auroc
 from ehrfm.schema import SPLIT, SUBJECT_ID, TIME, TUNING
 from ehrfm.tasks import TaskDefinition
 from ehrfm.tasks.durations import format_duration
+from ehrfm.tokenize import EventTokenizer
 
 __all__ = ["INTENDED_USE", "LIMITS", "fit_calibrators", "write_bundle"]
 
@@ -73,7 +74,8 @@ def _training_data(meds_dir: Path, cohort: Cohort, vocab_size: int) -> dict[str,
 
 
 def write_bundle(model_dir: Path, *, model: MultitaskModel, tasks: list[TaskDefinition], cohort: Cohort,
-                 meds_dir: Path, vocab_size: int, head: str, name: str, calibration: str, context_length: int,
+                 meds_dir: Path, tokenizer: EventTokenizer, head: str, name: str, calibration: str,
+                 context_length: int,
                  tokens_per_batch: int, head_metrics: dict[str, Any]) -> dict[str, Any]:
     """Write tasks, calibrators and card into ``model_dir`` (weights and tokenizer already there)."""
     write_task_files(model_dir, tasks)
@@ -91,7 +93,9 @@ def write_bundle(model_dir: Path, *, model: MultitaskModel, tasks: list[TaskDefi
         "context_length": context_length,
         "intended_use": INTENDED_USE,
         "limits": LIMITS,
-        "training_data": _training_data(meds_dir, cohort, vocab_size),
+        "training_data": _training_data(meds_dir, cohort, tokenizer.vocab_size),
+        # the tokenizer this model reads: loading refuses a tokenizer with other tokens or ids
+        "tokenizer_vocabulary_sha256": tokenizer.vocabulary_.content_hash(),
         "tasks": {
             task.name: {
                 "description": task.description,

@@ -124,7 +124,7 @@ def train_head(config: FinetuneConfig, head: str, cohort: Cohort, paths: dict[st
                "pos_weight": module.pos_weight.tolist(), "stopped_epoch": stopper.stopped_epoch,
                "parameters": sum(p.numel() for p in model.parameters())}
     write_bundle(output / "model", model=model.eval(), tasks=tasks, cohort=cohort, meds_dir=paths["meds_dir"],
-                 vocab_size=tokenizer.vocab_size, head=head, name=f"{Path(config.output).name}-{head}",
+                 tokenizer=tokenizer, head=head, name=f"{Path(config.output).name}-{head}",
                  calibration=config.calibration, context_length=config.data.context_length,
                  tokens_per_batch=config.data.tokens_per_batch, head_metrics=metrics)
     return metrics

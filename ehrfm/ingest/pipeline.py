@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from meds import CodeMetadataSchema, DatasetMetadataSchema, SubjectSplitSchema
+from meds import CodeMetadataSchema, SubjectSplitSchema
 
 import ehrfm
 from ehrfm import schema
@@ -27,7 +27,8 @@ from ehrfm.ingest.sources import discover_files
 from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
-from ehrfm.outputs import prepare_output
+from ehrfm.meds_dataset import mark_complete
+from ehrfm.outputs import prepare_output, refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     started = time.perf_counter()
     files = discover_files(config.inputs)
     output = Path(config.output)
+    folders = [Path(i) for i in config.inputs if Path(i).is_dir()]
+    refuse_overlap(output, [*folders, *files])
     prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
     tmp = output / _TMP
     shutil.rmtree(tmp, ignore_errors=True)
@@ -142,8 +145,6 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
         "code_modifier_columns": [schema.UNIT],
         "other_extension_columns": [schema.RESOURCE_TYPE],
     }
-    DatasetMetadataSchema.validate(dataset)
-    (meta / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
 
     all_codes = sorted(codes | set(descriptions))
     code_table = pa.table({
@@ -166,6 +167,7 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
         meta / "subjects.parquet"
     )
     (meta / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    mark_complete(output, dataset)  # last: a dataset without it is one an interrupted run left
 
 
 def ensure_meds(inputs: Sequence[str | Path], target: str | Path) -> Path:

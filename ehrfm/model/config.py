@@ -34,6 +34,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Upper bounds on every size, checked before anything is built: a config.json from elsewhere
+# must not make ehrfm allocate without limit (the largest is far above any real model).
+SIZE_LIMITS = {
+    "vocab_size": 10_000_000, "pad_token_id": 10_000_000, "n_token_types": 1024, "max_visit_index": 1_000_000,
+    "n_time_frequencies": 4096, "n_age_frequencies": 4096, "d_model": 16384, "n_layers": 512, "expand": 16,
+    "d_conv": 64, "d_state": 4096, "headdim": 4096, "ngroups": 1024, "chunk_size": 1 << 16,
+    "gpu_chunk_size": 1 << 16, "dt_rank": 16384,
+}
+FLOAT_FIELDS = ("time_min_period_days", "time_max_period_days", "dt_min", "dt_max", "dt_init_floor",
+                "norm_eps", "dropout", "initializer_range")
+
+
 @dataclass
 class BackboneConfig:
     """Everything needed to rebuild a backbone (saved as ``config.json`` by ``save_pretrained``).
@@ -97,19 +109,31 @@ class BackboneConfig:
     use_kernels: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.a_init_range, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.a_init_range):
+            raise ValueError(f"BackboneConfig.a_init_range must be two numbers, got {self.a_init_range!r}")
         self.a_init_range = tuple(float(v) for v in self.a_init_range)  # JSON gives a list
         if self.mixer not in MIXERS:
             raise ValueError(f"BackboneConfig.mixer must be one of {MIXERS}, got {self.mixer!r}")
-        positive = ("vocab_size", "n_token_types", "max_visit_index", "d_model", "n_layers", "expand",
-                    "d_conv", "headdim", "ngroups", "chunk_size", "gpu_chunk_size")
-        for name in positive:
+        for name, limit in SIZE_LIMITS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BackboneConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("d_state", "dt_rank"):
+            if value is None and name in ("d_state", "dt_rank"):
+                continue
+            smallest = 0 if name == "pad_token_id" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or not smallest <= value <= limit:
+                kind = "a positive integer" if smallest else "an integer >= 0"
+                raise ValueError(f"BackboneConfig.{name} must be {kind} of at most {limit:,}, got {value!r}")
+        for name in FLOAT_FIELDS:
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"BackboneConfig.{name} must be None or a positive integer, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"BackboneConfig.{name} must be a finite number, got {value!r}")
+        if not all(math.isfinite(v) for v in self.a_init_range):
+            raise ValueError(f"BackboneConfig.a_init_range must be finite, got {self.a_init_range}")
+        for name in ("norm_eps", "dt_init_floor"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BackboneConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.initializer_range < 0:
+            raise ValueError(f"BackboneConfig.initializer_range must be >= 0, got {self.initializer_range}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
                 f"BackboneConfig.pad_token_id must be in [0, vocab_size={self.vocab_size}), "
@@ -160,6 +184,19 @@ class BackboneConfig:
     def time_step_rank(self) -> int:
         """Mamba-1 rank of the dt projection."""
         return self.dt_rank if self.dt_rank is not None else math.ceil(self.d_model / 16)
+
+    def dominant_parameter_count(self) -> int:
+        """The parameters of the large matrices (embedding tables, projections): within a few
+        percent of the whole model, computed without building it (loading checks a config
+        against its weights file with it before allocating anything)."""
+        d, e, n = self.d_model, self.d_inner, self.state_size
+        tables = (self.vocab_size + self.max_visit_index + self.n_token_types) * d
+        if self.mixer == "mamba2":
+            per_layer = d * (2 * e + 2 * self.ngroups * n + self.n_heads) + e * d
+        else:
+            r = self.time_step_rank
+            per_layer = d * 2 * e + e * (r + 2 * n) + r * e + e * n + e * d
+        return tables + self.n_layers * per_layer
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> BackboneConfig:

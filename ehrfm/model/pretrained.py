@@ -17,11 +17,12 @@ weights), which is how task heads start from a pretrained model.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -67,6 +68,28 @@ def _aliases(state: dict[str, Tensor]) -> dict[str, str]:
         else:
             first[sk] = key
     return out
+
+
+def _tied_parameter_names(model: nn.Module) -> set[str]:
+    """Names of parameters that are the same tensor as an earlier one (saved once, re-tied on load)."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) in first:
+            tied.add(name)
+        else:
+            first[id(parameter)] = name
+    return tied
+
+
+def _header_shapes(path: Path, prefix: str) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` from a safetensors header (no tensor data read), keys under ``prefix``."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PretrainedFormatError(f"{path}: unreadable safetensors file ({exc})") from exc
+    return {key[len(prefix):]: shape for key, shape in shapes.items() if key.startswith(prefix)}
 
 
 class PretrainedMixin:
@@ -163,13 +186,16 @@ class PretrainedMixin:
             raise MissingPretrainedFileError(
                 f"{path}: missing (a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME})"
             )
-        try:
-            stored = load_file(str(path), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise PretrainedFormatError(f"{path}: unreadable safetensors file ({exc})") from exc
-        if prefix:
-            stored = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-
+        # The config is checked against the weights' header (read without the tensor data)
+        # before anything is built: a config far larger than its weights fails here, not after
+        # allocating it.
+        header = _header_shapes(path, prefix)
+        held = sum(math.prod(shape) for shape in header.values())
+        needed = config.dominant_parameter_count()
+        if needed > 1.5 * held + 1_000_000:
+            raise PretrainedFormatError(
+                f"{path}: holds {held:,} parameters, but {Path(directory) / CONFIG_NAME} describes a model "
+                f"of about {needed:,}: the config and the weights do not belong together")
         try:
             model = (cls.build_from_config(config, extra) if model_class == cls.__name__
                      else cls.build_from_config(config, {}))
@@ -178,21 +204,29 @@ class PretrainedMixin:
                 f"{Path(directory) / CONFIG_NAME}: bad \"extra\" settings ({exc})"
             ) from exc
         assert isinstance(model, nn.Module)
-        expected = model.state_dict()
-        tied = _aliases(expected)
-        missing = sorted(set(expected) - set(stored) - set(tied))
-        unexpected = sorted(set(stored) - set(expected))
+        expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
+        tied = _tied_parameter_names(model)
+        missing = sorted(set(expected) - set(header) - tied)
+        unexpected = sorted(set(header) - set(expected))
         if missing or unexpected:
             raise PretrainedFormatError(
                 f"{path}: weights do not match {config!r}: "
                 f"missing {missing[:10]}, unexpected {unexpected[:10]}"
             )
-        for key, tensor in stored.items():
-            if tensor.shape != expected[key].shape:
+        for key, shape in header.items():
+            if shape != expected[key]:
                 raise PretrainedFormatError(
-                    f"{path}: {key} has shape {tuple(tensor.shape)}, "
-                    f"the config needs {tuple(expected[key].shape)}"
+                    f"{path}: {key} has shape {shape}, the config needs {expected[key]}"
                 )
+        try:
+            stored = load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise PretrainedFormatError(f"{path}: unreadable safetensors file ({exc})") from exc
+        if prefix:
+            stored = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+        for key, tensor in stored.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise PretrainedFormatError(f"{path}: {key} holds NaN or infinite values")
         # strict=False only because tied aliases are absent; everything else was checked above.
         model.load_state_dict(stored, strict=False)
         return model.to(map_location)  # type: ignore[return-value]

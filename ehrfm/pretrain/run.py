@@ -95,7 +95,9 @@ def pretrain(config: PretrainConfig | Mapping[str, Any] | None = None, /, **sett
     if ckpt_path == "last":
         last = output / "checkpoints" / "last.ckpt"
         ckpt_path = str(last) if last.is_file() else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # A checkpoint is read as weights and plain data only (never unpickled code), whatever
+    # torch's default for weights_only is in the installed version.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     per_epoch = [{"epoch": int(row["epoch"] or 0), "val_perplexity": row[MONITOR],
                   "val_loss": row["val/loss"]}

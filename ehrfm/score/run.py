@@ -51,7 +51,13 @@ import polars as pl
 import torch
 
 from ehrfm.meds_dataset import FHIR_PATIENT_ID, MissingMedsFileError, data_shards, read_subjects
-from ehrfm.outputs import write_parquet_atomic, write_text_atomic
+from ehrfm.outputs import (
+    ensure_output_dir,
+    meds_protected,
+    refuse_overlap,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from ehrfm.predict.bundle import CALIBRATION_FILE, file_digest
 from ehrfm.predict.states import STATE_SUFFIX, HistoryStates
 from ehrfm.schema import PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK
@@ -90,6 +96,7 @@ def _claim(output: Path, key: dict[str, Any], overwrite: bool, *, worker: bool) 
     A worker (one of several jobs sharing ``output``) never removes anything: another job may
     be writing there.
     """
+    ensure_output_dir(output)
     key_path = output / KEY_FILE
     previous = json.loads(key_path.read_text()) if key_path.is_file() else None
     ours = [output / PARTS_DIR, output / STATES_DIR, *(output / name for name in FINAL_FILES)]
@@ -105,7 +112,6 @@ def _claim(output: Path, key: dict[str, Any], overwrite: bool, *, worker: bool) 
             shutil.rmtree(output / folder, ignore_errors=True)
         for name in FINAL_FILES:
             (output / name).unlink(missing_ok=True)
-    output.mkdir(parents=True, exist_ok=True)
     if previous != key:
         write_text_atomic(key_path, json.dumps(key, indent=2, sort_keys=True) + "\n")
 
@@ -132,8 +138,11 @@ class _SavedStates:
         for path, held in self.subjects.items():
             if held & wanted:
                 states = HistoryStates.load(path, self.risk.model.backbone, model_digest=self.risk.weights_digest)
-                parts.append(states.take(np.flatnonzero(np.isin(states.subject_id, list(wanted)))))
-        return HistoryStates.concat(parts) if parts else None
+                rows = np.flatnonzero(np.isin(states.subject_id, list(wanted)))
+                parts.append(states if len(rows) == len(states) else states.take(rows))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else HistoryStates.concat(parts)
 
 
 def _risk_assessments(predictions: pl.DataFrame, risk: RiskModel) -> str:
@@ -177,6 +186,10 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     output = Path(config.output)
     inputs = [config.input] if isinstance(config.input, str) else list(config.input)
     _check_workers(config, inputs)
+    from ehrfm.meds_dataset import has_event_shards
+
+    meds_input = len(inputs) == 1 and has_event_shards(inputs[0])
+    refuse_overlap(output, meds_protected(inputs[0]) if meds_input else inputs, key="output")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     risk = RiskModel.from_pretrained(config.bundle, map_location=device)
     tasks = risk._task_names(config.tasks)

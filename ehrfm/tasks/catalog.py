@@ -53,17 +53,71 @@ def builtin_task_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
+# Bounds on a task file, checked before its content is built: a task is a page of YAML, and a
+# file from elsewhere must not make ehrfm spend unbounded memory or time (an alias "bomb" whose
+# nine-fold nested aliases expand to millions of nodes, nesting thousands of levels deep).
+MAX_TASK_FILE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 50
+MAX_YAML_NODES = 100_000
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+          yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse nesting deeper than ``MAX_YAML_DEPTH`` (scanned token by token: no recursion)."""
+    depth = 0
+    for token in yaml.scan(text):
+        if isinstance(token, _OPENS):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ValueError(f"nested more than {MAX_YAML_DEPTH} levels deep (line {token.start_mark.line + 1})")
+        elif isinstance(token, _CLOSES):
+            depth -= 1
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes the document holds once every alias is expanded (aliases share composed nodes)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = ([item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if children_done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
 def read_task_file(path: str | Path) -> TaskDefinition:
     """Parse and validate one task YAML file; errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_TASK_FILE_BYTES:
+            raise TaskDefinitionError(f"{path}: {path.stat().st_size:,} bytes; a task file holds at most "
+                                      f"{MAX_TASK_FILE_BYTES:,}")
+        raw = path.read_bytes()
     except OSError as err:
         raise TaskDefinitionError(f"{path}: cannot read the task file ({err.strerror or err})") from err
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskDefinitionError(f"{path}: not UTF-8 text (byte {err.start}); save the task file as UTF-8") from None
+    try:
+        _check_nesting(text)
+        root = yaml.compose(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        if root is not None and _expanded_size(root) > MAX_YAML_NODES:
+            raise ValueError(f"expands to more than {MAX_YAML_NODES:,} values once its aliases are resolved")
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise TaskDefinitionError(f"{path}: not valid YAML: {err}") from None
+    except ValueError as err:
+        raise TaskDefinitionError(f"{path}: {err}") from None
     return TaskDefinition.from_mapping(data, source=str(path))
 
 

@@ -30,6 +30,7 @@ _REFUSED = {"m": "write 'min' for minutes or days for months, e.g. '30d'",
             "mo": "write days instead, e.g. '30d'",
             "y": "write days instead, e.g. '365d'", "yr": "write days instead, e.g. '365d'"}
 _PATTERN = re.compile(r"(\d+)([a-z]+)")
+MAX_DURATION = dt.timedelta(days=200 * 366)  # longer than a life: a typo, and beyond what dates can hold
 UNITS_HELP = "a whole number and one unit (s, min, h, d, w), e.g. '1s', '24h', '30d', '365d'"
 
 
@@ -46,6 +47,8 @@ def parse_duration(text: str) -> dt.timedelta:
         raise ValueError(f"{unit!r} is {kind}: {_REFUSED[unit]}")
     if unit not in _UNITS:
         raise ValueError(f"unknown unit {unit!r}: expected {UNITS_HELP}")
+    if len(number) > 12 or int(number) * _UNITS[unit].total_seconds() > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text!r} is longer than any clinical window (at most {MAX_DURATION.days}d)")
     return int(number) * _UNITS[unit]
 
 

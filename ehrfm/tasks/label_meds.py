@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from meds import LabelSchema
 
 from ehrfm.meds_dataset import read_splits, scan_events
-from ehrfm.outputs import prepare_output
+from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
 from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SPLITS, SUBJECT_ID
 from ehrfm.typed_config import resolve_config
 
@@ -120,6 +120,7 @@ def label_meds_dataset(
                     meds_dir, NO_SPLIT)
     owned = ([f"{t.name}.parquet" for t in definitions]
              + [f"{DETAILS_SUBDIR}/{t.name}.parquet" for t in definitions])
+    refuse_overlap(output, meds_protected(meds_dir))
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
     (output / DETAILS_SUBDIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}

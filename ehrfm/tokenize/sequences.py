@@ -101,6 +101,12 @@ class SequenceRules:
             raise ValueError(f"max_text_length must be >= 0, got {self.max_text_length!r}")
         if self.min_interval_days < 0:
             raise ValueError(f"min_interval_days must be >= 0, got {self.min_interval_days!r}")
+        # Each bin and each birth-year bucket is a vocabulary token: bound them (a saved config may
+        # come from anywhere, and a billion bins would be a billion tokens).
+        if not 1 <= self.num_value_bins <= 1000:
+            raise ValueError(f"num_value_bins must be in 1..1000, got {self.num_value_bins!r}")
+        if not 1 <= self.birth_year_bucket <= 1000:
+            raise ValueError(f"birth_year_bucket must be in 1..1000, got {self.birth_year_bucket!r}")
 
 
 def text_token_expr(rules: SequenceRules) -> pl.Expr:

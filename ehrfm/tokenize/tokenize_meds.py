@@ -36,7 +36,7 @@ import polars as pl
 from meds import data_subdirectory
 
 from ehrfm.meds_dataset import data_shards, read_splits, train_events
-from ehrfm.outputs import prepare_output
+from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
 from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
 from ehrfm.typed_config import resolve_config
 
@@ -106,6 +106,7 @@ def tokenize_dataset(
     max_length = int(tokenizer.max_length if max_length is None else max_length)
     wanted = set(splits) if splits is not None else None
 
+    refuse_overlap(output, meds_protected(meds_dir))
     prepare_output(output, [data_subdirectory, TOKENIZER_SUBDIR, SUMMARY_FILE], overwrite=overwrite)
     tokenizer.save_pretrained(output / TOKENIZER_SUBDIR)
     unk_ids = tokenizer.unk_token_ids()

@@ -317,6 +317,7 @@ class EventTokenizer:
                 "train_subjects": self.n_train_subjects_,
                 "train_events": self.n_train_events_,
                 "vocab_size": len(self.vocabulary_),
+                "vocabulary_sha256": self.vocabulary_.content_hash(),
             },
         }
         (directory / CONFIG_FILE).write_bytes(
@@ -350,22 +351,28 @@ class EventTokenizer:
         unknown = sorted(set(params) - set(cls._param_names()))
         if unknown:
             raise TokenizerFormatError(f"{config_path}: unknown parameter(s) {unknown}")
-        tokenizer = cls(**params)
+        try:
+            tokenizer = cls(**params)
+            tokenizer._rules()  # the parameters' own checks
+            expected = Vocabulary.build(
+                num_task_tokens=int(tokenizer.num_task_tokens),
+                structural=tokenizer._structural_tokens(),
+                learned_counts={},
+                min_count=1,
+            ).tokens
+        except (TypeError, ValueError) as err:
+            raise TokenizerFormatError(f"{config_path}: bad parameters: {err}") from None
         files = config.get("files", {})
-        vocab_path = directory / files.get("vocabulary", VOCAB_FILE)
-        bins_path = directory / files.get("value_bins", BINS_FILE)
+        if not isinstance(files, dict):
+            raise TokenizerFormatError(f"{config_path}: 'files' must be an object")
+        vocab_path = _inside(directory, files.get("vocabulary", VOCAB_FILE), config_path, "files.vocabulary")
+        bins_path = _inside(directory, files.get("value_bins", BINS_FILE), config_path, "files.value_bins")
         for path in (vocab_path, bins_path):
             if not path.is_file():
                 raise MissingTokenizerFileError(
                     f"{path}: missing; a saved tokenizer needs {CONFIG_FILE}, {VOCAB_FILE}, {BINS_FILE}"
                 )
         vocab = Vocabulary.load(vocab_path)
-        expected = Vocabulary.build(
-            num_task_tokens=int(tokenizer.num_task_tokens),
-            structural=tokenizer._structural_tokens(),
-            learned_counts={},
-            min_count=1,
-        ).tokens
         if vocab.tokens[: len(expected)] != expected:
             first_bad = next(
                 (i for i, (a, b) in enumerate(zip(vocab.tokens, expected)) if a != b),
@@ -376,9 +383,21 @@ class EventTokenizer:
                 f"(id {first_bad}: expected {expected[first_bad]!r}, "
                 f"found {vocab.tokens[first_bad] if first_bad < len(vocab) else 'end of file'!r})"
             )
+        fit = config.get("fit", {})
+        if not isinstance(fit, dict):
+            raise TokenizerFormatError(f"{config_path}: 'fit' must be an object")
+        recorded = fit.get("vocabulary_sha256")
+        if recorded is not None and recorded != vocab.content_hash():
+            raise TokenizerFormatError(
+                f"{vocab_path}: the tokens do not match the vocabulary_sha256 recorded in {CONFIG_FILE} "
+                "(tokens were edited, swapped or reordered); a changed vocabulary silently changes what "
+                "every id means, so refit the tokenizer instead"
+            )
         tokenizer.vocabulary_ = vocab
         tokenizer.value_bins_ = load_value_bins(bins_path)
-        fit = config.get("fit", {})
+        for key in ("train_subjects", "train_events"):
+            if not isinstance(fit.get(key, 0), int):
+                raise TokenizerFormatError(f"{config_path}: fit.{key} must be an integer")
         tokenizer.n_train_subjects_ = int(fit.get("train_subjects", 0))
         tokenizer.n_train_events_ = int(fit.get("train_events", 0))
         return tokenizer
@@ -436,6 +455,14 @@ def _jsonable(value: Any) -> Any:
     ):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _inside(directory: Path, name: Any, config_path: Path, key: str) -> Path:
+    """``directory / name`` for a plain file name; a tokenizer never reads outside its folder."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise TokenizerFormatError(f"{config_path}: {key} must be a file name inside {directory}, "
+                                   "not a path")
+    return directory / name
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ to bin ``1 + #{edges < v}``, i.e. numpy's ``searchsorted(edges, v, side="left")`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,10 +252,19 @@ def load_value_bins(path: Path) -> pl.DataFrame:
     if not isinstance(records, list):
         raise TokenizerFormatError(f"{path}: expected a JSON list of bins, got {type(records).__name__}")
     for i, rec in enumerate(records):
+        # Errors say what is wrong without quoting the entry: the file may not be what it claims.
         if not isinstance(rec, dict) or not {"code", "unit", "count", "edges"} <= rec.keys():
-            raise TokenizerFormatError(f"{path}: entry {i} must have code, unit, count, edges; got {rec!r}")
+            raise TokenizerFormatError(f"{path}: entry {i} must be an object with code, unit, count, edges")
+        if not isinstance(rec["code"], str) or not (rec["unit"] is None or isinstance(rec["unit"], str)):
+            raise TokenizerFormatError(f"{path}: entry {i}: code must be a string and unit a string or null")
+        count = rec["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise TokenizerFormatError(f"{path}: entry {i} ({rec['code']!r}): count must be an integer >= 0")
         edges = rec["edges"]
-        if not isinstance(edges, list) or any(b <= a for a, b in zip(edges, edges[1:])):
+        if not isinstance(edges, list) or not all(
+                isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in edges):
+            raise TokenizerFormatError(f"{path}: entry {i} ({rec['code']!r}): edges must be a list of finite numbers")
+        if any(b <= a for a, b in zip(edges, edges[1:])):
             raise TokenizerFormatError(
                 f"{path}: entry {i} ({rec['code']!r}) edges must be strictly increasing"
             )

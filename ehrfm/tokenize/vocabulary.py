@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ UNK_TOKEN = "[UNK]"
 MASK_TOKEN = "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, CLS_TOKEN, UNK_TOKEN, MASK_TOKEN)
 PAD_ID = 0
+MAX_TASK_TOKENS = 1000  # the [TASK_nnn] names have three digits
 
 TOKEN = "token"
 
@@ -44,6 +46,11 @@ KIND_TASK = "task"
 KIND_STRUCTURAL = "structural"
 KIND_UNK = "unknown"
 KIND_LEARNED = "learned"
+KINDS = (KIND_SPECIAL, KIND_TASK, KIND_STRUCTURAL, KIND_UNK, KIND_LEARNED)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def task_token(i: int) -> str:
@@ -100,6 +107,8 @@ class Vocabulary:
             raise ValueError(f"min_count must be >= 1, got {min_count!r}")
         if num_task_tokens < 0:
             raise ValueError(f"num_task_tokens must be >= 0, got {num_task_tokens!r}")
+        if num_task_tokens > MAX_TASK_TOKENS:
+            raise ValueError(f"num_task_tokens must be at most {MAX_TASK_TOKENS}, got {num_task_tokens!r}")
         tokens: list[str] = list(SPECIAL_TOKENS)
         kinds = [KIND_SPECIAL] * len(tokens)
         tasks = [task_token(i) for i in range(num_task_tokens)]
@@ -132,6 +141,11 @@ class Vocabulary:
         """Ids of ``[UNK]`` and every per-vocabulary UNK token."""
         return [i for i, (t, k) in enumerate(zip(self.tokens, self.kinds)) if k == KIND_UNK or t == UNK_TOKEN]
 
+    def content_hash(self) -> str:
+        """SHA-256 of the token list in id order: two vocabularies with the same hash map every
+        token to the same id (a swapped or edited vocabulary has another hash)."""
+        return hashlib.sha256(orjson.dumps(self.tokens)).hexdigest()
+
     def save(self, path: Path) -> None:
         """One JSON object per line (id, token, kind, count): greppable, safe for any token text."""
         lines = [
@@ -149,13 +163,19 @@ class Vocabulary:
         for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
             if not line.strip():
                 continue
+            # Errors describe a bad line without quoting it: the file may not be what it claims.
             try:
                 rec = orjson.loads(line)
                 tok, kind, count, rid = rec["token"], rec["kind"], rec["count"], rec["id"]
-            except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+            except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise TokenizerFormatError(
-                    f"{path}:{lineno}: expected {{id, token, kind, count}}, got {line[:80]!r}"
-                ) from err
+                    f"{path}:{lineno}: not a JSON object with id, token, kind and count"
+                ) from None
+            if not isinstance(tok, str) or kind not in KINDS or not _is_count(count) or not _is_count(rid):
+                raise TokenizerFormatError(
+                    f"{path}:{lineno}: token must be a string, kind one of {list(KINDS)}, "
+                    "id and count integers >= 0"
+                )
             if rid != len(tokens):
                 raise TokenizerFormatError(
                     f"{path}:{lineno}: id {rid!r} out of order (expected {len(tokens)})"

@@ -134,3 +134,32 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
             if row["model"] == f"mamba_mtf_{head}":
                 assert row["calibrator"]["params"] == saved[row["task"]].params()
                 assert "saved in the model bundle" in row["note"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_finetuning_exits_non_zero_and_leaves_no_final_model(pretrain_output: Path,
+                                                                           tmp_path: Path) -> None:
+    """As a scheduler or a pipeline's Ctrl-C would: the next stage must not run on a half-done one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "mtf"
+    command = [sys.executable, "-m", "ehrfm.cli", "finetune", f"input={pretrain_output}", f"output={out}",
+               "tasks=[inpatient_admission_1y]", "heads=[task_shared]", "trainer.max_epochs=200",
+               "trainer.enable_progress_bar=false", "early_stopping.patience=1000",
+               "data.context_length=256", "data.tokens_per_batch=4096"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("task_shared/**/events.out.tfevents*")):  # training has started
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "finetuning did not start within 5 minutes"
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "ehrfm finetune: stopped by SIGTERM before it finished" in stderr
+    assert not (out / "task_shared" / "model" / "model.safetensors").exists()
+    assert not (out / "finetune_summary.json").exists()

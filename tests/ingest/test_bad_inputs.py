@@ -626,3 +626,42 @@ def test_strict_mode_contained_resource_with_unknown_type_does_not_crash(tmp_pat
         "line 3", "MedicationRequest", "mr-typo")
     assert "Medicaton" in row["detail"]
     assert run.summary.written == {"Observation": 1, "Patient": 1}
+
+
+# -- outputs that overlap the inputs ---------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["same", "inside", "around", "around_file_input"])
+def test_an_output_overlapping_the_input_is_refused_and_the_input_survives(tmp_path: Path, where: str) -> None:
+    import ehrfm
+    from ehrfm.outputs import OutputOverlapsInputError
+
+    fhir = tmp_path / "site" / "fhir"
+    src = write_ndjson(fhir / "data" / "patients.ndjson", [patient("p1"), observation("o1")])
+    before = src.read_bytes()
+    inputs = {"same": fhir, "inside": fhir, "around": fhir, "around_file_input": src}[where]
+    output = {"same": fhir, "inside": fhir / "out", "around": tmp_path / "site",
+              "around_file_input": fhir}[where]
+    with pytest.raises(OutputOverlapsInputError, match=r"ehrfm never writes where it reads"):
+        ehrfm.ingest_fhir(inputs, output, workers=1, overwrite=True)
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in fhir.rglob("*")) == ["data", "patients.ndjson"]
+
+
+def test_meds_stages_refuse_to_write_over_the_dataset_they_read(tmp_path: Path) -> None:
+    import ehrfm
+    from ehrfm.outputs import OutputOverlapsInputError
+    from ehrfm.tasks.label_meds import label_meds_dataset as label_dataset
+    from ehrfm.tokenize import EventTokenizer, tokenize_dataset
+
+    write_ndjson(tmp_path / "in" / "p.ndjson", [patient("p1"), observation("o1")])
+    meds = tmp_path / "meds"
+    ehrfm.ingest_fhir(tmp_path / "in", meds, workers=1)
+    shards = sorted(p.read_bytes() for p in (meds / "data").rglob("*.parquet"))
+    for output in (meds, meds / "data" / "labels", tmp_path):
+        with pytest.raises(OutputOverlapsInputError):
+            tokenize_dataset(meds, EventTokenizer(min_count=1), output, overwrite=True)
+        with pytest.raises(OutputOverlapsInputError):
+            label_dataset(meds, ["mortality_1y"], output, overwrite=True)
+    assert sorted(p.read_bytes() for p in (meds / "data").rglob("*.parquet")) == shards
+    # inside the dataset folder but outside its data and metadata is fine
+    label_dataset(meds, ["mortality_1y"], meds / "labels")

@@ -56,7 +56,7 @@ def test_presets_are_valid_for_both_mixers(name: str, mixer: str) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("d_model", 0, "d_model must be a positive integer, got 0"),
+        ("d_model", 0, "d_model must be a positive integer of at most 16,384, got 0"),
         ("headdim", 48, "multiple of headdim=48"),
         ("pad_token_id", 99, "pad_token_id must be in"),
         ("dropout", 1.0, "dropout must be in"),

@@ -102,3 +102,58 @@ def test_missing_weights_are_listed(tmp_path: Path, saved_lm: tuple[EHRLanguageM
     save_file(weights, str(path / "model.safetensors"))
     with pytest.raises(PretrainedFormatError, match=r"missing \['backbone.norm_f.weight'\]"):
         EHRLanguageModel.from_pretrained(path)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n_layers", 100_000, r"n_layers must be a positive integer of at most 512, got 100000"),
+    ("d_model", 10**9, r"d_model must be a positive integer of at most 16,384"),
+    ("vocab_size", -1, r"vocab_size must be a positive integer"),
+    ("norm_eps", -1, r"norm_eps must be > 0, got -1"),
+    ("norm_eps", float("nan"), r"norm_eps must be a finite number, got nan"),
+    ("initializer_range", float("inf"), r"initializer_range must be a finite number, got inf"),
+    ("dt_max", "0.1", r"dt_max must be a finite number, got '0.1'"),
+    ("a_init_range", [1, float("inf")], r"a_init_range must be finite"),
+    ("n_layers", True, r"n_layers must be a positive integer"),
+])
+def test_absurd_or_non_finite_config_values_are_refused_before_anything_is_built(
+        saved_lm: tuple[EHRLanguageModel, Path], key: str, value: object, message: str) -> None:
+    import resource
+
+    _, path = saved_lm
+    config_path = path / "config.json"
+    meta = json.loads(config_path.read_text())
+    meta["config"][key] = value
+    config_path.write_text(json.dumps(meta))  # json writes NaN / Infinity, as a tampered file may
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PretrainedFormatError, match=rf"config.json: BackboneConfig.{message}"):
+        EHRLanguageModel.from_pretrained(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing big allocated
+
+
+def test_a_config_that_disagrees_with_the_weights_header_fails_before_allocating(
+        saved_lm: tuple[EHRLanguageModel, Path]) -> None:
+    """Within the bounds, a config far larger than its weights is caught from the header alone."""
+    import resource
+
+    _, path = saved_lm
+    config_path = path / "config.json"
+    meta = json.loads(config_path.read_text())
+    meta["config"].update(n_layers=512, d_model=4096, headdim=64)  # ~40 GB if it were built for real
+    config_path.write_text(json.dumps(meta))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PretrainedFormatError,
+                       match=r"model.safetensors: holds [\d,]+ parameters, but .*config.json describes a model of "
+                             r"about [\d,]+: the config and the weights do not belong together"):
+        EHRLanguageModel.from_pretrained(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB
+
+
+def test_weights_with_nan_or_infinity_are_refused(saved_lm: tuple[EHRLanguageModel, Path]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    _, path = saved_lm
+    weights = load_file(str(path / "model.safetensors"))
+    weights["backbone.norm_f.weight"][3] = float("nan")
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(PretrainedFormatError, match=r"backbone.norm_f.weight holds NaN or infinite values"):
+        EHRLanguageModel.from_pretrained(path)

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from meds import subject_splits_filepath
 
+from ehrfm.meds_dataset import mark_complete
 from ehrfm.predict.cohort import build_cohort, merge_task_labels
 from ehrfm.predict.cohort_dataset import CohortDataset, collate_cohort
 from ehrfm.schema import POLARS_EVENT_SCHEMA
@@ -41,6 +42,7 @@ def _meds(root: Path) -> Path:
         root / "data" / "0.parquet")
     pl.DataFrame({"subject_id": [1, 2, 3], "split": ["train", "tuning", "held_out"]}).write_parquet(
         root / subject_splits_filepath)
+    mark_complete(root, {"dataset_name": "test_cohort"})
     return root
 
 

@@ -21,6 +21,7 @@ from ehrfm.score.risk_assessment import validate_risk_assessment
 from ehrfm.score.risk_model import NO_EVENTS
 from ehrfm.score.stage import run_score_stage
 from ehrfm.tokenize import EventTokenizer
+from ehrfm.tokenize.vocabulary import Vocabulary
 
 pytestmark = pytest.mark.slow
 
@@ -192,6 +193,19 @@ def test_tampered_bundles_are_refused_with_the_file_named(scoring_world: dict[st
     shutil.rmtree(bundle / "tokenizer")
     other.save_pretrained(bundle / "tokenizer")  # a tokenizer fit elsewhere: another vocabulary
     with pytest.raises(BundleError, match=r"tokenizer: the tokenizer has \d+ tokens, the model in .* was built"):
+        RiskModel.from_pretrained(bundle)
+    bundle = copy()  # same size, two tokens swapped, the tokenizer's own hash updated to match
+    vocab_file = bundle / "tokenizer" / "vocab.jsonl"
+    lines = vocab_file.read_bytes().splitlines()
+    first, second = orjson.loads(lines[-1]), orjson.loads(lines[-2])
+    first["token"], second["token"] = second["token"], first["token"]
+    lines[-1], lines[-2] = orjson.dumps(first), orjson.dumps(second)
+    vocab_file.write_bytes(b"\n".join(lines) + b"\n")
+    config_file = bundle / "tokenizer" / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_file.read_text())
+    tokenizer_config["fit"]["vocabulary_sha256"] = Vocabulary.load(vocab_file).content_hash()
+    config_file.write_text(json.dumps(tokenizer_config))
+    with pytest.raises(BundleError, match=r"tokenizer: its vocabulary is not the one the model was finetuned with"):
         RiskModel.from_pretrained(bundle)
     bundle = copy()
     (bundle / "tasks" / f"{TASKS[0]}.yaml").unlink()

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from ehrfm.meds_dataset import mark_complete
 from ehrfm.schema import POLARS_EVENT_SCHEMA, to_meds_table
 from ehrfm.tasks import TaskDefinition
 from ehrfm.tasks.sampling import stable_keys
@@ -158,4 +159,5 @@ def write_meds_dir(root: Path, events: pl.DataFrame, splits: dict[int, str], *, 
     pl.DataFrame({"subject_id": list(splits), "split": list(splits.values())},
                  schema={"subject_id": pl.Int64, "split": pl.String}).write_parquet(
         root / "metadata" / "subject_splits.parquet")
+    mark_complete(root, {"dataset_name": "task_builders"})
     return root

@@ -265,3 +265,57 @@ def test_parse_duration_accepts(text: str, expected: dt.timedelta) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# -- files that would take unbounded memory or time -------------------------------------------
+
+def _alias_bomb(levels: int = 9) -> str:
+    """Each level lists the previous one nine times: 9**levels values once expanded."""
+    parts, previous = ["&l0 [x, x, x, x, x, x, x, x, x]"], "l0"
+    for level in range(1, levels):
+        parts.append(f"&l{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
+        previous = f"l{level}"
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (lambda: f"name: {_alias_bomb()}\n", r"expands to more than 100,000 values once its aliases are resolved"),
+    (lambda: yaml.safe_dump(BASE) + f"description: {_alias_bomb()}\n", r"expands to more than 100,000 values"),
+    (lambda: "name: x\ntrigger: " + "[" * 10_000 + "]" * 10_000 + "\n", r"nested more than 50 levels deep"),
+    (lambda: "name: x\n" + "#" * (2 << 20) + "\n", r"bytes; a task file holds at most 1,048,576"),
+])
+def test_hostile_task_files_fail_fast_naming_the_file(tmp_path: Path, text, expected: str) -> None:
+    import resource
+    import time
+
+    path = write(tmp_path, text())
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(TaskDefinitionError, match=rf"^{re.escape(str(path))}: .*{expected}"):
+        load_task(path)
+    assert time.perf_counter() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_bytes(yaml.safe_dump({**BASE, "description": "café"}, allow_unicode=True).encode("latin-1"))
+    with pytest.raises(TaskDefinitionError, match=r"task.yaml: not UTF-8 text \(byte \d+\)"):
+        load_task(path)
+
+
+@pytest.mark.parametrize("window", ["1000000000d", "99999999999999999999s", "80000d"])
+def test_windows_longer_than_a_life_are_refused(tmp_path: Path, window: str) -> None:
+    message = error_for(tmp_path, with_(prediction_window={"start": "0s", "end": window}))
+    assert "longer than any clinical window (at most 73200d)" in message
+
+
+def test_anchors_within_bounds_still_work(tmp_path: Path) -> None:
+    text = """\
+name: unit_task
+prompt_token: "[TASK_007]"
+trigger: {codes: &outcome_codes [TRIGGER, OTHER], offset: 0s}
+prediction_window: {start: 0s, end: 10d}
+label: {codes: *outcome_codes}
+"""
+    task = load_task(write(tmp_path, text))
+    assert list(task.label.match.codes) == list(task.trigger.match.codes) == ["TRIGGER", "OTHER"]

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 from meds import code_metadata_filepath, subject_splits_filepath
 
+from ehrfm.meds_dataset import mark_complete
 from ehrfm.schema import (
     CODE,
     ENCOUNTER_ID,
@@ -91,4 +92,5 @@ def write_meds(root: Path, events: pl.DataFrame, splits: dict[int, str], *, shar
                  schema={CODE: pl.String, "description": pl.String}).write_parquet(
         root / code_metadata_filepath
     )
+    mark_complete(root, {"dataset_name": "meds_builders"})
     return root

@@ -186,3 +186,54 @@ def test_decode_fused_tokens_shows_their_value_range() -> None:
     text = decode(tok, tok.transform(cohort()).row(0, named=True))
     lab = next(line for line in text.splitlines() if "LOINC/2160-0|Q" in line)
     assert lab.rstrip().endswith("mg/dL]") and "VALUE/" not in lab
+
+
+def test_a_vocabulary_with_swapped_tokens_is_refused(tmp_path: Path, fitted: EventTokenizer) -> None:
+    fitted.save_pretrained(tmp_path)
+    lines = (tmp_path / VOCAB_FILE).read_bytes().splitlines()
+    first, second = orjson.loads(lines[-1]), orjson.loads(lines[-2])
+    first["token"], second["token"] = second["token"], first["token"]
+    lines[-1], lines[-2] = orjson.dumps(first), orjson.dumps(second)
+    (tmp_path / VOCAB_FILE).write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(TokenizerFormatError, match=rf"{VOCAB_FILE}: the tokens do not match the vocabulary_sha256"):
+        EventTokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../vocab.jsonl", "sub/vocab.jsonl", "..", "", 7])
+def test_tokenizer_files_must_lie_inside_its_folder(tmp_path: Path, fitted: EventTokenizer, name: object) -> None:
+    fitted.save_pretrained(tmp_path / "tok")
+    config = orjson.loads((tmp_path / "tok" / CONFIG_FILE).read_bytes())
+    config["files"]["vocabulary"] = name
+    (tmp_path / "tok" / CONFIG_FILE).write_bytes(orjson.dumps(config))
+    with pytest.raises(TokenizerFormatError, match=r"files.vocabulary must be a file name inside"):
+        EventTokenizer.from_pretrained(tmp_path / "tok")
+
+
+SECRET = "Jane Doe, MRN 12345"  # what a file that is not a vocabulary might hold
+
+
+@pytest.mark.parametrize(("file", "content", "message"), [
+    (VOCAB_FILE, SECRET, r"vocab.jsonl:1: not a JSON object with id, token, kind and count"),
+    (VOCAB_FILE, '{"id": 0, "token": ["' + SECRET + '"], "kind": "special", "count": 0}',
+     r"vocab.jsonl:1: token must be a string"),
+    (BINS_FILE, '[{"code": "LOINC/1", "unit": null, "count": 3, "edges": [null, 1]}]',
+     r"entry 0 \('LOINC/1'\): edges must be a list of finite numbers"),
+    (BINS_FILE, '[{"code": "LOINC/1", "unit": null, "count": "3", "edges": [0, 1]}]',
+     r"entry 0 \('LOINC/1'\): count must be an integer"),
+    (BINS_FILE, '[{"code": 5, "unit": null, "count": 3, "edges": [0, 1]}]', r"entry 0: code must be a string"),
+    (BINS_FILE, '[{"secret": "' + SECRET + '"}]', r"entry 0 must be an object with code, unit, count, edges"),
+])
+def test_tampered_files_give_a_format_error_without_echoing_their_content(
+        tmp_path: Path, fitted: EventTokenizer, file: str, content: str, message: str) -> None:
+    fitted.save_pretrained(tmp_path)
+    (tmp_path / file).write_text(content + "\n")
+    with pytest.raises(TokenizerFormatError, match=message) as caught:
+        EventTokenizer.from_pretrained(tmp_path)
+    assert SECRET not in str(caught.value)
+
+
+def test_absurd_task_token_counts_are_refused(tmp_path: Path, fitted: EventTokenizer) -> None:
+    fitted.save_pretrained(tmp_path)
+    _edit_config(tmp_path, num_task_tokens=10**9)
+    with pytest.raises((TokenizerFormatError, ValueError), match=r"num_task_tokens must be at most 1000"):
+        EventTokenizer.from_pretrained(tmp_path)

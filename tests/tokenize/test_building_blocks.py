@@ -175,7 +175,7 @@ def test_value_bins_file_roundtrip_and_errors(tmp_path) -> None:
         load_value_bins(path)
     path.write_text('[{"code": "LOINC/x"}]')
     with pytest.raises(TokenizerFormatError,
-                       match="value_bins.json: entry 0 must have code, unit, count, edges"):
+                       match="value_bins.json: entry 0 must be an object with code, unit, count, edges"):
         load_value_bins(path)
 
 

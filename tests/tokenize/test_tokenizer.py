@@ -504,7 +504,7 @@ def test_unfitted_use_raises_not_fitted_error(use) -> None:
         ({"value_tokens": "both"}, r"value_tokens must be one of \('separate', 'fused'\), got 'both'"),
         ({"num_value_bins": 1}, r"num_value_bins must be >= 2, got 1"),
         ({"min_count": 0}, r"min_count must be >= 1, got 0"),
-        ({"birth_year_bucket": 0}, r"birth_year_bucket must be >= 1 year, got 0"),
+        ({"birth_year_bucket": 0}, r"birth_year_bucket must be in 1..1000, got 0"),
     ],
 )
 def test_bad_parameters_fail_at_fit_naming_the_value(params, message) -> None:
