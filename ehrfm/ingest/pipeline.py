@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import multiprocessing
+import os
 import shutil
+import signal
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _OUTPUT_PARTS = ("data", "metadata", "rejects")
 _TMP = ".ehrfm_tmp"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSummary:
@@ -62,9 +68,11 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     folders = [Path(i) for i in config.inputs if Path(i).is_dir()]
     refuse_overlap(output, [*folders, *files])
     prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
-    tmp = output / _TMP
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A private scratch folder per run: workers of an earlier run that was killed can never write
+    # into this one's. Scratch folders such runs left behind are removed (only ehrfm's, by name).
+    for stale in output.glob(f"{_TMP}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}-", dir=output))
     try:
         workers = min(config.worker_count, len(files))
         with _worker_pool(workers) as pool:
@@ -108,8 +116,24 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         yield pool
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: a worker is killed as soon as the driver dies, even by SIGKILL (Linux).
+
+    Otherwise the workers of a killed run keep going and write their spill and shards into
+    folders a rerun is already using.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl (another libc): the private scratch folder still holds
+            pass
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
 
 
 def _map_files(files: list[Path], config: IngestConfig, tmp: Path,

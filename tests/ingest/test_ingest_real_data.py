@@ -125,3 +125,53 @@ def test_bulk_notes_are_decoded_and_the_log_file_is_accounted_for(
         (shared_data / "synthea-bulk-notes" / "DocumentReference.000.ndjson").open().readline())
     row = notes.filter(pl.col("resource_id") == first["id"])
     assert row["time"].item().isoformat(timespec="milliseconds") == "1987-11-19T05:22:16.824"
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_takes_its_workers_and_a_rerun_is_clean(
+        synthea: tuple[Path, IngestSummary], shared_data: Path, tmp_path: Path) -> None:
+    """An operator's kill -9 mid-ingest: no worker survives it, and a rerun writes no event twice."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "meds"
+    script = (f"import ehrfm; ehrfm.ingest_fhir([{str(shared_data / 'synthea-r4')!r}], {str(out)!r}, "
+              "workers=2, overwrite=True)")
+    driver = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2:  # the resource tracker is a child too; wait for two more
+        assert driver.poll() is None and time.monotonic() < deadline, "the ingest ended before it was killed"
+        workers = _children(driver.pid)
+        time.sleep(0.2)
+        workers = workers if len(workers) >= 3 else set()
+    time.sleep(1.0)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived the killed driver"
+    again = ehrfm.ingest_fhir([str(shared_data / "synthea-r4")], out, workers=2, overwrite=True)
+    reference = synthea[1]
+    assert again.totals() == reference.totals() and again.events == reference.events
+    events = pl.read_parquet(sorted((out / "data").rglob("*.parquet")))
+    assert events.height == reference.events
+    assert not list(out.glob(".ehrfm_tmp*"))

@@ -351,4 +351,4 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
         ehrfm.ingest_fhir(src, tmp_path / "out", workers=1)
     again = ehrfm.ingest_fhir(src, tmp_path / "out", workers=1, overwrite=True)
     assert again.totals() == first.totals()
-    assert not (tmp_path / "out" / ".ehrfm_tmp").exists()
+    assert not list((tmp_path / "out").glob(".ehrfm_tmp*")), "scratch folders are removed"
