@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,10 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             map_fn = pool.map if pool is not None else map
             batch = _map_files(files, config, tmp, map_fn, workers)
             file_names = [str(p) for p in files]
-            final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
+            try:
+                final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
+            except BrokenProcessPool:
+                raise _worker_died("writing the output shards to", [str(output / "data")], workers) from None
         patients = final.patients
         descriptions = {**final.descriptions,
                         **{code: found[2] for code, found in batch.descriptions.items()}}
@@ -136,13 +140,32 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+class IngestWorkerDied(RuntimeError):
+    """A worker process was killed (most often by the out-of-memory killer) during an ingest."""
+
+
+def _worker_died(doing: str, files: list[str], workers: int) -> IngestWorkerDied:
+    shown = ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
+    return IngestWorkerDied(
+        f"an ingest worker process died while {doing} {shown}: it was killed by a signal, on Linux most "
+        f"often the out-of-memory killer. Nothing was written. Rerun with fewer workers (workers={workers} "
+        "now; workers=1 needs the least memory), or check how large those files are")
+
+
 def _map_files(files: list[Path], config: IngestConfig, tmp: Path,
                map_fn: Callable[..., Iterable[BatchResult]], workers: int) -> BatchResult:
     total = BatchResult()
     # Several batches per worker keep every core busy when file sizes are uneven.
     batches = _batches(files, workers * 4) if workers > 1 else [list(enumerate(map(str, files)))]
-    for result in map_fn(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
-        total.merge(result)
+    done = 0
+    try:
+        for result in map_fn(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
+            total.merge(result)
+            done += 1
+    except BrokenProcessPool:
+        # Results arrive in order, so the batches from the first missing one on were in flight.
+        running = [path for batch in batches[done:done + workers] for _, path in batch]
+        raise _worker_died("reading one of", running, workers) from None
     return total
 
 

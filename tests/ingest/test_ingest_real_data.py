@@ -175,3 +175,35 @@ def test_sigkill_of_the_driver_takes_its_workers_and_a_rerun_is_clean(
     events = pl.read_parquet(sorted((out / "data").rglob("*.parquet")))
     assert events.height == reference.events
     assert not list(out.glob(".ehrfm_tmp*"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_ingest_is_reported_with_its_files(shared_data: Path, tmp_path: Path) -> None:
+    """As the out-of-memory killer would: one worker gets SIGKILL; the run names it, no raw traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "meds"
+    script = f"import ehrfm; ehrfm.ingest_fhir([{str(shared_data / 'synthea-r4')!r}], {str(out)!r}, workers=2)"
+    driver = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None:
+        assert driver.poll() is None and time.monotonic() < deadline, "the ingest ended before a worker was killed"
+        for pid in _children(driver.pid):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                victim = pid
+        time.sleep(0.2)
+    time.sleep(1.0)
+    import os
+
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode != 0
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("ehrfm.ingest.pipeline.IngestWorkerDied: an ingest worker process died while"), last
+    assert "out-of-memory killer" in last and ".json" in last and "Rerun with fewer workers" in last
+    assert not (out / "metadata" / "dataset.json").exists()
