@@ -31,7 +31,6 @@ ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: mi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +77,10 @@ def mark_complete(meds_dir: str | Path, metadata: dict[str, Any]) -> Path:
     Written atomically (a temporary sibling, then a rename): its presence means every other
     file of the dataset was written. Every reader here refuses a dataset without it.
     """
+    from ehrfm.outputs import write_text_atomic
+
     DatasetMetadataSchema.validate(metadata)
-    path = Path(meds_dir) / dataset_metadata_filepath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(Path(meds_dir) / dataset_metadata_filepath, json.dumps(metadata, indent=2) + "\n")
 
 
 def data_shards(meds_dir: str | Path) -> list[Path]:

@@ -45,15 +45,7 @@ class CohortDataset(Dataset):
         self.streams = {name: frame[name].explode().to_numpy().astype(_DTYPES[name])
                         for name in STREAM_COLUMNS}
         self.context_length = context_length
-        self.starts = np.zeros(len(lengths), np.int64) if starts is None else np.asarray(starts, np.int64)
-        if self.starts.shape != lengths.shape or (self.starts > lengths).any() or (self.starts < 0).any():
-            raise ValueError("starts must give, per row, a position within its history")
-        if context_length is not None and (lengths[self.starts > 0] > context_length).any():
-            raise ValueError(f"a history continued from a saved state must fit context_length={context_length}")
-        self.lengths = lengths - self.starts
-        if context_length is not None:
-            for index in np.flatnonzero(lengths > context_length):
-                self.lengths[index] = len(self.history_positions(int(index)))
+        self.start_at(np.zeros(len(lengths), np.int64) if starts is None else starts)
         self.prompt_time_days = frame["prompt_time_days"].to_numpy().astype(np.float64)
         self.prompt_age_years = np.nan_to_num(frame["prompt_age_years"].to_numpy().astype(np.float32),
                                               nan=0.0)
@@ -62,6 +54,20 @@ class CohortDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def start_at(self, starts: np.ndarray) -> None:
+        """Make row ``i`` yield its tokens from position ``starts[i]`` on (see the module docstring)."""
+        lengths = np.diff(self.offsets)
+        starts = np.asarray(starts, np.int64)
+        if starts.shape != lengths.shape or (starts > lengths).any() or (starts < 0).any():
+            raise ValueError("starts must give, per row, a position within its history")
+        if self.context_length is not None and (lengths[starts > 0] > self.context_length).any():
+            raise ValueError(f"a history continued from a saved state must fit context_length={self.context_length}")
+        self.starts = starts
+        self.lengths = lengths - starts
+        if self.context_length is not None:
+            for index in np.flatnonzero(lengths > self.context_length):
+                self.lengths[index] = len(self.history_positions(int(index)))
 
     def history_positions(self, index: int) -> slice | np.ndarray:
         """Positions (in the flat streams) of row ``index``'s whole history, cropped if too long."""

@@ -61,17 +61,8 @@ def predict_tasks(model: MultitaskModel, cohort: Cohort, *, tokens_per_batch: in
     Tasks are matched by name: ``cohort.task_names`` must be a subset of the model's tasks, and
     the columns come out in ``cohort.task_names`` order.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    task_index = model.task_index(cohort.task_names).to(device)
-    dataset = CohortDataset(cohort, context_length)
-    out = np.full((len(dataset), len(cohort.task_names)), np.nan, dtype=np.float64)
-    for batch in sorted_batches(dataset, tokens_per_batch, model.config.pad_token_id):
-        rows = batch.pop("row").numpy()
-        batch.pop("labels")
-        batch = {key: value.to(device) for key, value in batch.items()}
-        out[rows] = torch.sigmoid(model(batch, task_index).double()).cpu().numpy()
-    return out
+    return predict_tasks_continuing(model, cohort, tokens_per_batch=tokens_per_batch,
+                                    context_length=context_length).probabilities
 
 
 @dataclass
@@ -161,7 +152,7 @@ def predict_tasks_continuing(model: MultitaskModel, cohort: Cohort, *, saved: Hi
     starts = np.zeros(len(dataset), np.int64)
     if saved is not None:
         starts[points >= 0] = saved.n_tokens[points[points >= 0]]
-    dataset = CohortDataset(cohort, context_length, starts=starts)
+    dataset.start_at(starts)
     out = np.full((len(dataset), len(cohort.task_names)), np.nan, dtype=np.float64)
     kept = HistoryStates.empty(model.backbone, len(dataset)) if keep_states else None
     for batch in sorted_batches(dataset, tokens_per_batch, model.config.pad_token_id):

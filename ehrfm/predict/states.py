@@ -89,10 +89,11 @@ class HistoryStates:
 
     def take(self, rows: np.ndarray | Tensor) -> HistoryStates:
         """The states of ``rows`` (indices), in that order."""
-        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        rows = np.asarray(rows, dtype=np.int64)
+        index = torch.from_numpy(rows)
         return HistoryStates(
-            subject_id=self.subject_id[index.numpy()], n_tokens=self.n_tokens[index.numpy()],
-            digest=self.digest[index.numpy()], prediction_time_us=self.prediction_time_us[index.numpy()],
+            subject_id=self.subject_id[rows], n_tokens=self.n_tokens[rows],
+            digest=self.digest[rows], prediction_time_us=self.prediction_time_us[rows],
             state=BackboneState(
                 layers=[MixerState(conv=s.conv[index], ssm=s.ssm[index]) for s in self.state.layers],
                 time_origin=self.state.time_origin[index]))

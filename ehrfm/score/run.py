@@ -50,7 +50,13 @@ import orjson
 import polars as pl
 import torch
 
-from ehrfm.meds_dataset import FHIR_PATIENT_ID, MissingMedsFileError, data_shards, read_subjects
+from ehrfm.meds_dataset import (
+    FHIR_PATIENT_ID,
+    MissingMedsFileError,
+    data_shards,
+    has_event_shards,
+    read_subjects,
+)
 from ehrfm.outputs import (
     ensure_output_dir,
     meds_protected,
@@ -157,7 +163,7 @@ def _risk_assessments(predictions: pl.DataFrame, risk: RiskModel) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _check_workers(config: ScoreConfig, inputs: list[str]) -> None:
+def _check_workers(config: ScoreConfig, inputs: list[str], meds_input: bool) -> None:
     if config.worker is None:
         return
     if not 0 <= config.worker < config.workers:
@@ -165,9 +171,7 @@ def _check_workers(config: ScoreConfig, inputs: list[str]) -> None:
     if config.overwrite:
         raise ValueError("overwrite=true cannot be combined with worker=...: jobs that share an output must not "
                          "delete each other's parts; clear the output first (or run once without worker)")
-    from ehrfm.meds_dataset import has_event_shards
-
-    if not (len(inputs) == 1 and has_event_shards(inputs[0])):
+    if not meds_input:
         raise ValueError(f"input={inputs}: workers score a MEDS dataset; ingest the FHIR once first "
                          "(`ehrfm ingest input=... output=meds`) so that the jobs do not each ingest it")
 
@@ -185,11 +189,9 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     started = time.perf_counter()
     output = Path(config.output)
     inputs = [config.input] if isinstance(config.input, str) else list(config.input)
-    _check_workers(config, inputs)
-    from ehrfm.meds_dataset import has_event_shards
-
     meds_input = len(inputs) == 1 and has_event_shards(inputs[0])
-    refuse_overlap(output, meds_protected(inputs[0]) if meds_input else inputs, key="output")
+    _check_workers(config, inputs, meds_input)
+    refuse_overlap(output, meds_protected(inputs[0]) if meds_input else inputs)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     risk = RiskModel.from_pretrained(config.bundle, map_location=device)
     tasks = risk._task_names(config.tasks)

@@ -12,14 +12,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
+from score_builders import write_untrained_model
 
 import ehrfm
 from ehrfm.finetune import finetune
-from ehrfm.model import BackboneConfig, EHRLanguageModel
 from ehrfm.synthetic.fhir_generator import write_synthetic_fhir
-from ehrfm.tokenize import EventTokenizer, TokenType
-from ehrfm.tokenize.tokenize_meds import fit_on_train
 
 TASKS = ["inpatient_admission_1y", "emergency_visit_90d"]
 
@@ -30,12 +27,7 @@ def scoring_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_synthetic_fhir(root / "fhir", n_patients=120, seed=3)
     pretrain = root / "pretrain"
     ehrfm.ingest_fhir(root / "fhir", pretrain / "meds", workers=1, num_shards=2)
-    tokenizer = fit_on_train(EventTokenizer(min_count=2), pretrain / "meds")
-    torch.manual_seed(0)
-    config = BackboneConfig.preset("tiny", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
-                                   n_token_types=len(TokenType))
-    EHRLanguageModel(config).save_pretrained(pretrain / "model")
-    tokenizer.save_pretrained(pretrain / "model" / "tokenizer")
+    write_untrained_model(pretrain, min_count=2)
     finetune(input=str(pretrain), output=str(root / "mtf"), tasks=TASKS, heads=["task_per_task"],
              trainer={"max_epochs": 1, "enable_progress_bar": False},
              data={"context_length": 256, "tokens_per_batch": 4096}, optim={"warmup_steps": 2})

@@ -13,15 +13,12 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
-import torch
+from score_builders import write_untrained_model
 
 from ehrfm.evaluate import evaluate
 from ehrfm.finetune import finetune
-from ehrfm.model import BackboneConfig, EHRLanguageModel
 from ehrfm.score import RiskModel, score
 from ehrfm.score.risk_assessment import validate_risk_assessment
-from ehrfm.tokenize import EventTokenizer, TokenType
-from ehrfm.tokenize.tokenize_meds import fit_on_train
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +32,7 @@ def synthea_finetuned(synthea_meds: Path, tmp_path_factory: pytest.TempPathFacto
     pretrain = root / "pretrain"
     pretrain.mkdir()
     (pretrain / "meds").symlink_to(synthea_meds, target_is_directory=True)
-    tokenizer = fit_on_train(EventTokenizer(min_count=5), synthea_meds)
-    torch.manual_seed(0)
-    config = BackboneConfig.preset("tiny", vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
-                                   n_token_types=len(TokenType))
-    EHRLanguageModel(config).save_pretrained(pretrain / "model")
-    tokenizer.save_pretrained(pretrain / "model" / "tokenizer")
+    write_untrained_model(pretrain, min_count=5)
     finetune(input=str(pretrain), output=str(root / "mtf"), tasks=TASKS, heads=["task_per_task"],
              trainer={"max_epochs": 1, "enable_progress_bar": False},
              data={"context_length": 512, "tokens_per_batch": 16384}, optim={"warmup_steps": 2})
