@@ -13,7 +13,7 @@ import ehrfm
 from ehrfm.ingest.config import IngestConfig
 from ehrfm.ingest.fhirtime import FhirTimeError, to_utc_micros
 from ehrfm.ingest.references import BundleIndex, parse_reference, reference_text
-from ehrfm.ingest.sources import InputError, discover_files, location_text
+from ehrfm.ingest.sources import InputError, discover_files, discover_inputs, line_position, location_text
 from ehrfm.ingest.subjects import split_for, subject_id_for, validate_ratios
 from ehrfm.ingest.vocabulary import code_from_coding, code_from_concept, vocabulary_for_system
 
@@ -271,17 +271,19 @@ def test_discover_files_in_directories_recursively(tmp_path: Path) -> None:
         _touch(tmp_path / "root" / "b2.JSON.GZ"),
         _touch(tmp_path / "root" / "lines.jsonl"),
     ]
-    _touch(tmp_path / "root" / "README.md")
-    _touch(tmp_path / "root" / "notes.txt")
-    _touch(tmp_path / "root" / "sub" / "data.csv")
-    found = discover_files([tmp_path / "root"])
-    assert found == sorted(p.resolve() for p in files)
+    _touch(tmp_path / "root" / "README.md", b"# exports\n")
+    _touch(tmp_path / "root" / "notes.txt", b"hello")
+    _touch(tmp_path / "root" / "sub" / "data.csv", b"a,b\n1,2\n")
+    files.append(_touch(tmp_path / "root" / "export-no-extension", b'{"resourceType": "Patient"}'))
+    found = discover_inputs([tmp_path / "root"])
+    assert found.files == sorted(p.resolve() for p in files)
+    assert found.ignored_by_reason() == {"not JSON": 3}
 
 
 def test_discover_files_globs_dedup_and_sort(tmp_path: Path) -> None:
     a = _touch(tmp_path / "x" / "a.ndjson")
     b = _touch(tmp_path / "x" / "b.json")
-    _touch(tmp_path / "x" / "c.txt")
+    _touch(tmp_path / "x" / "c.txt", b"plain text")
     c = _touch(tmp_path / "y" / "z" / "c.ndjson")
     found = discover_files([str(tmp_path / "x" / "*"), str(a), str(tmp_path / "**" / "*.ndjson")])
     assert found == sorted({a.resolve(), b.resolve(), c.resolve()})
@@ -301,7 +303,7 @@ def test_discover_files_missing_path_names_it(tmp_path: Path) -> None:
 
 
 def test_discover_files_directory_without_fhir_names_it(tmp_path: Path) -> None:
-    _touch(tmp_path / "docs" / "README.md")
+    _touch(tmp_path / "docs" / "README.md", b"# not FHIR")
     with pytest.raises(InputError) as info:
         discover_files(tmp_path / "docs")
     assert str(tmp_path / "docs") in str(info.value) and ".ndjson" in str(info.value)
@@ -317,11 +319,13 @@ def test_ingest_fhir_with_missing_input_raises_input_error(tmp_path: Path) -> No
 
 
 def test_location_text() -> None:
-    assert location_text("x.ndjson", 12_000_000) == "line 12"
-    assert location_text("x.ndjson.gz", 3_000_005) == "line 3, Bundle entry 4"
-    assert location_text("b.json", 7) == "entry 7"
-    assert location_text("b.json.gz", -1) == "whole file"
-    assert location_text("x.ndjson", -1) == "whole file"
+    # Positions read back without the file name: a .json holding lines is told apart by the flag.
+    assert location_text(line_position(12)) == "line 12"
+    assert location_text(line_position(3, 4)) == "line 3, Bundle entry 4"
+    assert location_text(7) == "entry 7"
+    assert location_text(-1) == "whole file"
+    assert location_text(line_position(10**9, 2**23)) == f"line {10**9}, Bundle entry {2**23}"
+    assert line_position(2) > line_position(1, 2**23)  # input order is position order
 
 
 # -- settings and output folder --------------------------------------------------------------
