@@ -6,7 +6,9 @@ the span; every other field takes the last one, so no event is ever placed earli
 have been known, which is the safe side for prediction cut-offs. Instants with an offset are
 converted to UTC; an instant without an offset (not valid FHIR, but seen in the wild) is read as
 UTC. No calendar year is assumed plausible or implausible: de-identified data shifted into the
-22nd century is kept as it is.
+22nd century is kept as it is. An instant whose UTC conversion leaves the years 0001..9999
+(``0001-01-01T00:00:00+14:00``, ``9999-12-31T23:00:00-05:00``) is not a representable time and
+raises :class:`FhirTimeError` like any other unreadable value.
 
 >>> to_utc_micros("2020-05-01T10:00:00+02:00")
 1588320000000000
@@ -26,6 +28,9 @@ UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _DAY_US = 86_400_000_000
+# The first and last microsecond a datetime can hold (years 0001..9999), relative to the epoch.
+_MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+_MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 # Python's parser takes at most 6 fractional digits; FHIR allows more.
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
@@ -79,4 +84,7 @@ def _instant_micros(value: str) -> int:
         raise FhirTimeError(f"not a FHIR dateTime: {value!r}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return (parsed - _EPOCH) // _ONE_MICROSECOND
+    micros = (parsed - _EPOCH) // _ONE_MICROSECOND
+    if not _MIN_US <= micros <= _MAX_US:
+        raise FhirTimeError(f"{value!r} falls outside the years 0001..9999 once converted to UTC")
+    return micros

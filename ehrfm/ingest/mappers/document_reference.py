@@ -1,7 +1,9 @@
 """DocumentReference: the note's type as code, its decoded text in ``text_value``.
 
 The first attachment with inline ``data`` and a text content type is decoded (base64, then the
-charset named in ``contentType``, UTF-8 by default). Attachments that only carry a ``url`` keep
+charset named in ``contentType``, UTF-8 by default). ASCII whitespace inside ``data`` (MIME-style
+line wrapping, valid FHIR) is removed before decoding; any other character outside the base64
+alphabet, or bad padding, rejects the resource. Attachments that only carry a ``url`` keep
 an event with an empty text: the note exists, its body lives elsewhere.
 """
 
@@ -15,6 +17,8 @@ from ehrfm.ingest.events import EventEmitter, Reject
 from ehrfm.ingest.vocabulary import code_from_concept
 
 NOTE_FALLBACK_CODE = "NOTE/unknown-type"
+# ASCII whitespace (space, tab, LF, VT, FF, CR): what MIME line wrapping may put inside base64.
+_STRIP_ASCII_WHITESPACE = str.maketrans("", "", " \t\n\v\f\r")
 
 
 def map_document_reference(resource: dict[str, Any], out: EventEmitter) -> None:
@@ -37,8 +41,11 @@ def _note_text(resource: dict[str, Any]) -> str | None:
         if not content_type.startswith("text/"):
             continue
         where = f"DocumentReference.content[{index}].attachment.data"
+        data = attachment["data"]
+        if isinstance(data, str):
+            data = data.translate(_STRIP_ASCII_WHITESPACE)
         try:
-            raw = base64.b64decode(attachment["data"], validate=True)
+            raw = base64.b64decode(data, validate=True)
         except (binascii.Error, TypeError, ValueError):
             raise Reject("invalid value", f"{where} is not valid base64") from None
         charset = "utf-8"
