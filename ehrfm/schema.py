@@ -8,7 +8,7 @@ zone; ehrfm always normalizes them to UTC first, so every ``time`` is a UTC wall
 >>> data_schema().field("time").type
 TimestampType(timestamp[us])
 >>> [c for c in EXTRA_COLUMNS]
-['resource_type', 'resource_id', 'encounter_id', 'unit']
+['resource_type', 'resource_id', 'encounter_id', 'unit', 'security']
 >>> PREDICTION_TIME, BOOLEAN_VALUE, PREDICTED_BOOLEAN_PROBABILITY, SPLITS
 ('prediction_time', 'boolean_value', 'predicted_boolean_probability', ('train', 'tuning', 'held_out'))
 """
@@ -30,8 +30,9 @@ RESOURCE_TYPE = "resource_type"  # FHIR resourceType the event came from
 RESOURCE_ID = "resource_id"  # FHIR logical id (ImagingStudy id, DocumentReference id, ...)
 ENCOUNTER_ID = "encounter_id"  # FHIR Encounter id the event belongs to: defines visits
 UNIT = "unit"  # UCUM unit (or unit text) of numeric_value
+SECURITY = "security"  # the resource's meta.security label codes, comma-joined (null: none)
 
-EXTRA_COLUMNS: tuple[str, ...] = (RESOURCE_TYPE, RESOURCE_ID, ENCOUNTER_ID, UNIT)
+EXTRA_COLUMNS: tuple[str, ...] = (RESOURCE_TYPE, RESOURCE_ID, ENCOUNTER_ID, UNIT, SECURITY)
 
 # Labels and predictions (MEDS label schema; predictions add the predicted probability, named as
 # the MEDS prediction schema names it) and subject splits (MEDS subject_splits.parquet).
@@ -60,6 +61,7 @@ POLARS_EVENT_SCHEMA: dict[str, pl.DataType] = {
     RESOURCE_ID: pl.String(),
     ENCOUNTER_ID: pl.String(),
     UNIT: pl.String(),
+    SECURITY: pl.String(),
 }
 
 

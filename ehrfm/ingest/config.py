@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ehrfm.ingest.sources import DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES
 from ehrfm.ingest.subjects import validate_ratios
 
 SPILL_BUCKETS = 64  # subject buckets of the spill; the most shards a run can have
@@ -45,6 +46,17 @@ class IngestConfig:
     workers: int = 0  # 0: one per CPU core
     chunk_events: int = 25_000  # events a worker buffers before writing them out
     replace_bad_utf8: bool = False  # True: decode with U+FFFD instead of rejecting the record
+    # Bounds on what one record may cost in memory: a longer ndjson line is rejected (and reading
+    # goes on); a larger single-document file is rejected whole.
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    # Events earlier than the patient's birth (a day's slack for time zones): "reject" the
+    # resource, or "quarantine" it (rejected, and its events kept in quarantine/ for review).
+    before_birth: str = "reject"
+    # meta.security labels (a code, e.g. "R" or "HIV", or "system|code") whose resources are
+    # skipped; labels of the resources written are kept in the data's ``security`` column.
+    exclude_security_labels: Sequence[str] = ()
+    reject_excerpts: bool = True  # False: rejects.parquet keeps no excerpt of the source text (PHI)
     overwrite: bool = False
     dataset_name: str = "ehrfm"
 
@@ -65,6 +77,15 @@ class IngestConfig:
             raise ValueError(f"unmapped_types must be 'skip' or 'reject', got {self.unmapped_types!r}")
         if self.chunk_events < 1:
             raise ValueError(f"chunk_events must be positive, got {self.chunk_events!r}")
+        for name in ("max_line_bytes", "max_document_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+                raise ValueError(f"{name} must be an integer of at least 1024 bytes, got {value!r}")
+        if self.before_birth not in ("reject", "quarantine"):
+            raise ValueError(f"before_birth must be 'reject' or 'quarantine', got {self.before_birth!r}")
+        if isinstance(self.exclude_security_labels, str):
+            self.exclude_security_labels = [self.exclude_security_labels]
+        self.exclude_security_labels = tuple(str(label) for label in self.exclude_security_labels)
         self.split_ratios = dict(self.split_ratios)
         validate_ratios(self.split_ratios)
         self.skip_types = DEFAULT_SKIP_TYPES if self.skip_types is None else tuple(self.skip_types)

@@ -4,11 +4,15 @@ One :class:`EventEmitter` lives per worker process. For each resource the worker
 :meth:`EventEmitter.begin`; the resource's mapper then resolves its subject and encounter and
 calls :meth:`EventEmitter.emit` once per event. A mapper that finds the resource unusable raises
 :class:`Reject`; the worker then rolls back whatever that resource had emitted, so a resource is
-either written whole or rejected whole.
+either written whole or rejected whole. A mapper that leaves out one unusable *part* of a
+resource it otherwise writes (one bad ``Observation.component``) counts it with
+:meth:`EventEmitter.skip_part`; those counts are kept in :attr:`EventEmitter.skipped_parts` and
+are rolled back with the resource.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import polars as pl
@@ -46,6 +50,7 @@ SPILL_SCHEMA: dict[str, pl.DataType] = {
     schema.RESOURCE_ID: pl.String(),
     schema.ENCOUNTER_ID: pl.String(),
     schema.UNIT: pl.String(),
+    schema.SECURITY: pl.String(),
     SRC_FILE: pl.Int32(),
     SRC_ENTRY: pl.Int64(),
     SEQ: pl.Int32(),
@@ -73,9 +78,13 @@ class EventEmitter:
         self._begin_patients = 0
         self._begin_medications = 0
         self._begin_descriptions: list[tuple[str, tuple[int, int, str] | None]] = []
+        # (resource type, kind) -> parts of written resources that were left out (see skip_part).
+        self.skipped_parts: Counter[tuple[str, str]] = Counter()
+        self._begin_skipped_parts: list[tuple[str, str]] = []
         self.bundle = BundleIndex.empty()
         self.resource_type = ""
         self.resource_id: str | None = None
+        self.security: str | None = None  # the resource's meta.security codes, comma-joined
         self.subject_id: int | None = None
         self.patient_key: str | None = None
         self.encounter_id: str | None = None
@@ -88,8 +97,9 @@ class EventEmitter:
 
     # -- per-resource lifecycle -------------------------------------------------------------
     def begin(self, resource_type: str, resource_id: str | None, bundle: BundleIndex,
-              src_file: int, src_entry: int) -> None:
+              src_file: int, src_entry: int, security: str | None = None) -> None:
         self.resource_type = resource_type
+        self.security = security
         self.resource_id = resource_id
         self.bundle = bundle
         self.src_file = src_file
@@ -103,6 +113,8 @@ class EventEmitter:
         self._begin_medications = len(self.medications)
         if self._begin_descriptions:
             self._begin_descriptions = []
+        if self._begin_skipped_parts:
+            self._begin_skipped_parts = []
 
     def rollback(self) -> None:
         """Forget everything the current resource emitted (it is being rejected)."""
@@ -114,6 +126,11 @@ class EventEmitter:
                 self.descriptions.pop(code, None)
             else:
                 self.descriptions[code] = previous
+        for key in self._begin_skipped_parts:
+            self.skipped_parts[key] -= 1
+            if self.skipped_parts[key] <= 0:
+                del self.skipped_parts[key]
+        self._begin_skipped_parts = []
 
     def emitted(self) -> int:
         return len(self.rows) - self._begin_rows
@@ -176,6 +193,15 @@ class EventEmitter:
             self.descriptions[code] = (self.src_file, self.src_entry, description)
             self._begin_descriptions.append((code, previous))
 
+    def skip_part(self, kind: str) -> None:
+        """Count one unusable part of the current resource that is left out while the rest is written.
+
+        ``kind`` is the reason, as a :class:`Reject` kind would be (``"invalid value"``).
+        """
+        key = (self.resource_type, kind)
+        self.skipped_parts[key] += 1
+        self._begin_skipped_parts.append(key)
+
     def number(self, value: Any, field: str) -> float:
         """A finite number that fits float32, or a Reject naming the field and value."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -194,7 +220,7 @@ class EventEmitter:
             self.describe(code, description)
         self.rows.append((
             self.subject_id, time, code, numeric, text, self.resource_type, self.resource_id,
-            self.encounter_id, unit, self.src_file, self.src_entry, self._seq, needs_encounter_time,
+            self.encounter_id, unit, self.security, self.src_file, self.src_entry, self._seq, needs_encounter_time,
             medication_ref, self.patient_key,
         ))
         self._seq += 1
@@ -215,7 +241,8 @@ class EventEmitter:
         assert self.patient_key is not None and self.subject_id is not None
         self.patients.append((self.patient_key, self.subject_id, self.src_file, self.src_entry))
 
-    def register_medication(self, key: str, code: str, display: str | None) -> None:
+    def register_medication(self, key: str, code: str | None, display: str | None) -> None:
+        """Keep a Medication's code (None: it has none) for references to it from other files."""
         text = display if isinstance(display, str) else None
         self.medications.append((key, code, text, self.src_file, self.src_entry))
 

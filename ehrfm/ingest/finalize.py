@@ -28,10 +28,22 @@ from ehrfm.ingest.events import (
     SRC_ENTRY,
     SRC_FILE,
 )
-from ehrfm.ingest.sources import location_text
-from ehrfm.ingest.worker import REJECT_SCHEMA
+from ehrfm.ingest.sources import location_text, read_records
+from ehrfm.ingest.worker import (
+    DELETE_SCHEMA,
+    MEDICATION_SCHEMA,
+    PATIENT_SCHEMA,
+    REJECT_SCHEMA,
+    content_hash,
+    last_updated,
+)
 
 _RESOURCE_KEY = [SRC_FILE, SRC_ENTRY]
+
+
+_IDENTITY = [schema.RESOURCE_TYPE, schema.RESOURCE_ID]
+_DAY_MICROS = 86_400_000_000  # slack before birth: birthDate is a date, event times carry zones
+_REMOVED_SCHEMA = {SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(), "_reason": pl.String(), "_detail": pl.String()}
 
 
 @dataclass
@@ -39,20 +51,28 @@ class FinalizeResult:
     written: Counter[str] = field(default_factory=Counter)  # resources with events, by type
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     events: int = 0
+    removed_events: int = 0  # events of resources rejected or quarantined here
     shards: list[str] = field(default_factory=list)
     codes: set[str] = field(default_factory=set)
     patients: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient_id, subject_id
     descriptions: dict[str, str] = field(default_factory=dict)  # Medication codes' displays
 
 
-def read_patients(tmp: Path) -> pl.DataFrame:
-    """Every Patient read, first copy wins; raises if two ids ever hash to one subject_id."""
-    parts = sorted((tmp / "patients").glob("*.parquet"))
-    if not parts:
-        return pl.DataFrame(schema={"patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64()})
+def _spill(tmp: Path, kind: str, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    parts = sorted((tmp / kind).glob("*.parquet"))
+    return pl.read_parquet(parts) if parts else pl.DataFrame(schema=columns)
+
+
+def read_patients(tmp: Path, removed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every Patient with a copy that stands (not deleted, not a losing duplicate).
+
+    Raises if two ids ever hash to one subject_id.
+    """
+    patients = _spill(tmp, "patients", PATIENT_SCHEMA)
+    if removed is not None and removed.height:
+        patients = patients.join(removed, on=_RESOURCE_KEY, how="anti")
     patients = (
-        pl.read_parquet(parts)
-        .sort(_RESOURCE_KEY)
+        patients.sort(_RESOURCE_KEY)
         .unique("patient_id", keep="first", maintain_order=True)
         .select("patient_id", schema.SUBJECT_ID)
     )
@@ -65,69 +85,151 @@ def read_patients(tmp: Path) -> pl.DataFrame:
     return patients
 
 
-def read_medications(tmp: Path) -> pl.DataFrame:
-    """Every Medication read (id, code, description), in input order; one read of the spill."""
-    parts = sorted((tmp / "medications").glob("*.parquet"))
-    if not parts:
-        return pl.DataFrame(
-            schema={"medication_id": pl.String(), "code": pl.String(), "description": pl.String()}
-        )
-    return pl.read_parquet(parts).sort(_RESOURCE_KEY).select("medication_id", "code", "description")
+def read_medications(tmp: Path, removed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every Medication copy that stands (id, code or null, description), in input order."""
+    medications = _spill(tmp, "medications", MEDICATION_SCHEMA)
+    if removed is not None and removed.height:
+        medications = medications.join(removed, on=_RESOURCE_KEY, how="anti")
+    return medications.sort(_RESOURCE_KEY).select("medication_id", "code", "description")
 
 
 def _medication_codes(medications: pl.DataFrame) -> pl.DataFrame:
-    """id -> code for resolving references; the first Medication read with an id wins."""
+    """id -> code (null: the Medication has none) for resolving references."""
     return (
         medications.unique("medication_id", keep="first", maintain_order=True)
-        .select("medication_id", pl.col("code").alias("_med_code"))
+        .select("medication_id", pl.col("code").alias("_med_code"), pl.lit(True).alias("_med_known"))
     )
 
 
 def _medication_descriptions(medications: pl.DataFrame) -> dict[str, str]:
     """code -> description, the first description read for a code winning."""
-    frame = medications.drop_nulls("description").unique("code", keep="first", maintain_order=True)
+    frame = (medications.drop_nulls(["code", "description"])
+             .unique("code", keep="first", maintain_order=True))
     return dict(zip(frame["code"].to_list(), frame["description"].to_list()))
 
 
-def find_duplicates(tmp: Path, files: list[str], partitions: int = 1) -> pl.DataFrame:
-    """Later copies of any (resourceType, id) read more than once, across all shards.
+def _patient_notes(tmp: Path, patients: pl.DataFrame, removed_patients: pl.DataFrame) -> pl.DataFrame:
+    """Why a Patient id that events refer to is not among the patients: rejected, or deleted."""
+    parts = sorted((tmp / "rejects").glob("*.parquet"))
+    rejects = (pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=REJECT_SCHEMA)).filter(
+        (pl.col("resource_type") == "Patient") & pl.col("resource_id").is_not_null()
+    ).collect()
+    rejected = rejects.unique("resource_id", keep="first", maintain_order=True).select(
+        pl.col("resource_id").alias(PATIENT),
+        pl.format("which was rejected ({}: {})", pl.col("reason"), pl.col("detail")).alias("_note"),
+    )
+    gone = removed_patients.select(
+        pl.col(schema.RESOURCE_ID).alias(PATIENT), pl.format("which was removed ({})", pl.col("_reason")).alias("_note")
+    )
+    return (pl.concat([rejected, gone]).unique(PATIENT, keep="first", maintain_order=True)
+            .join(patients.select(pl.col("patient_id").alias(PATIENT)), on=PATIENT, how="anti"))
 
-    Only the identity columns are scanned, and in ``partitions`` passes over disjoint hash
-    ranges of the identity, so memory follows one partition's resources rather than the whole
-    input. The copy read first (file order, then position in the file) wins; each later copy
-    gets a detail naming where the first was.
+
+def _copy_facts(copies: pl.DataFrame, files: list[str], config: IngestConfig) -> pl.DataFrame:
+    """``last_updated`` and ``content_hash`` of each copy, read again from its file."""
+    wanted: dict[int, set[int]] = {}
+    for file_index, entry in copies.select(SRC_FILE, SRC_ENTRY).iter_rows():
+        wanted.setdefault(file_index, set()).add(entry)
+    rows = []
+    for file_index, positions in sorted(wanted.items()):
+        for record in read_records(Path(files[file_index]), replace_bad_utf8=config.replace_bad_utf8,
+                                   max_line_bytes=config.max_line_bytes,
+                                   max_document_bytes=config.max_document_bytes):
+            if record.resource is not None and record.position in positions:
+                rows.append((file_index, record.position, last_updated(record.resource),
+                             content_hash(record.resource)))
+    facts = pl.DataFrame(rows, orient="row", schema={SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(),
+                                                     "last_updated": pl.Int64(), "content_hash": pl.Int64()})
+    return copies.join(facts, on=_RESOURCE_KEY, how="left")
+
+
+def resolve_copies(tmp: Path, files: list[str], config: IngestConfig, partitions: int = 1) -> pl.DataFrame:
+    """Resource copies that do not stand, with why: deleted, or a losing duplicate.
+
+    * A transaction DELETE removes every copy of its resource read before it (file order, then
+      position); a copy read after it (re-created) stands.
+    * Of the copies left of one (resourceType, id), the one with the latest ``meta.lastUpdated``
+      stands; copies without one rank below copies with one; ties go to the copy read first.
+      Losers are a "duplicate resource" when their content (without ``meta``) equals the
+      winner's, else a "conflicting duplicate"; both name the copy kept.
+
+    Only resources that are deleted or read more than once are held in memory, one hash range
+    of identities (of ``partitions``) at a time; the files holding copies that compete are read
+    again for their ``meta.lastUpdated`` and content (an input read twice whole costs twice).
     """
-    parts = sorted((tmp / "events").glob("bucket=*/*.parquet"))
-    empty = pl.DataFrame(schema={SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(), "_duplicate_of": pl.String()})
-    if not parts:
-        return empty
-    identity = [schema.RESOURCE_TYPE, schema.RESOURCE_ID]
+    event_parts = sorted((tmp / "events").glob("bucket=*/*.parquet"))
+    resource_parts = sorted((tmp / "resources").glob("*.parquet"))
+    deletes = _spill(tmp, "deletes", DELETE_SCHEMA)
+    if not event_parts and not resource_parts:
+        return pl.DataFrame(schema=_REMOVED_SCHEMA)
+    columns = [*_IDENTITY, *_RESOURCE_KEY]
+    sources = [pl.scan_parquet(parts).select(columns) for parts in (event_parts, resource_parts) if parts]
+    last_delete = (deletes.sort(_RESOURCE_KEY).group_by(_IDENTITY).agg(
+        pl.col(SRC_FILE).last().alias("_del_file"), pl.col(SRC_ENTRY).last().alias("_del_entry")))
     found: list[pl.DataFrame] = []
     for partition in range(partitions):
-        keys = (
-            pl.scan_parquet(parts)
-            .select(*identity, *_RESOURCE_KEY)
-            .filter(pl.col(schema.RESOURCE_ID).is_not_null())
-            .filter(pl.concat_str(identity, separator="/").hash(seed=7) % partitions == partition)
-            .unique()
-        )
-        repeated = keys.group_by(identity).agg(pl.len().alias("_copies")).filter(pl.col("_copies") > 1)
-        found.append(
-            keys.join(repeated.select(identity), on=identity, how="semi").collect(engine="streaming")
-        )
+        keys = (pl.concat(sources)
+                .filter(pl.col(schema.RESOURCE_ID).is_not_null())
+                .filter(pl.concat_str(_IDENTITY, separator="/").hash(seed=7) % partitions == partition)
+                .unique())
+        repeated = (keys.group_by(_IDENTITY).agg(pl.len().alias("_copies"))
+                    .filter(pl.col("_copies") > 1).select(_IDENTITY))
+        if last_delete.height:
+            repeated = pl.concat([repeated, last_delete.lazy().select(_IDENTITY)]).unique()
+        found.append(keys.join(repeated, on=_IDENTITY, how="semi").collect(engine="streaming"))
     copies = pl.concat(found)
     if copies.height == 0:
-        return empty
-    copies = copies.sort(_RESOURCE_KEY).with_columns(
-        pl.col(SRC_FILE).first().over(identity).alias("_first_file"),
-        pl.col(SRC_ENTRY).first().over(identity).alias("_first_entry"),
-        pl.int_range(pl.len()).over(identity).alias("_copy"),
-    ).filter(pl.col("_copy") > 0)
-    details = [
-        f"{kind}/{rid} was already read from {files[f]} ({location_text(files[f], e)})"
-        for kind, rid, f, e in copies.select(*identity, "_first_file", "_first_entry").iter_rows()
-    ]
-    return copies.select(*_RESOURCE_KEY).with_columns(pl.Series("_duplicate_of", details, dtype=pl.String()))
+        return pl.DataFrame(schema=_REMOVED_SCHEMA)
+    removed: list[pl.DataFrame] = []
+    copies = copies.join(last_delete, on=_IDENTITY, how="left")
+    is_deleted = pl.col("_del_file").is_not_null() & (
+        (pl.col(SRC_FILE) < pl.col("_del_file"))
+        | ((pl.col(SRC_FILE) == pl.col("_del_file")) & (pl.col(SRC_ENTRY) < pl.col("_del_entry"))))
+    deleted = copies.filter(is_deleted)
+    if deleted.height:
+        where = [f"{files[f]} ({location_text(e)})" for f, e in deleted.select("_del_file", "_del_entry").iter_rows()]
+        removed.append(deleted.select(
+            *_RESOURCE_KEY, pl.lit("deleted").alias("_reason"),
+            pl.format("{}/{} is deleted by a transaction DELETE read later, in {}", *[pl.col(c) for c in _IDENTITY],
+                      pl.Series(where, dtype=pl.String())).alias("_detail")))
+    standing = copies.filter(~is_deleted)
+    standing = standing.join(standing.group_by(_IDENTITY).len("_standing"), on=_IDENTITY).filter(
+        pl.col("_standing") > 1)
+    if standing.height:
+        standing = _copy_facts(standing, files, config)
+    standing = standing.with_columns(
+        pl.col("last_updated") if "last_updated" in standing.columns else pl.lit(None, pl.Int64).alias("last_updated"),
+        pl.col("content_hash") if "content_hash" in standing.columns else pl.lit(None, pl.Int64).alias("content_hash"),
+    ).sort(
+        [pl.col("last_updated"), pl.col(SRC_FILE), pl.col(SRC_ENTRY)],
+        descending=[True, False, False], nulls_last=True,
+    ).with_columns(
+        pl.int_range(pl.len()).over(_IDENTITY).alias("_rank"),
+        pl.col(SRC_FILE).first().over(_IDENTITY).alias("_win_file"),
+        pl.col(SRC_ENTRY).first().over(_IDENTITY).alias("_win_entry"),
+        pl.col("content_hash").first().over(_IDENTITY).alias("_win_hash"),
+        pl.col("last_updated").first().over(_IDENTITY).alias("_win_updated"),
+    ).filter(pl.col("_rank") > 0)
+    if standing.height:
+        details = []
+        reasons = []
+        for kind, rid, win_file, win_entry, same, updated, win_updated in standing.select(
+                *_IDENTITY, "_win_file", "_win_entry", pl.col("content_hash") == pl.col("_win_hash"),
+                "last_updated", "_win_updated").iter_rows():
+            kept = f"{files[win_file]} ({location_text(win_entry)})"
+            if same:
+                reasons.append("duplicate resource")
+                details.append(f"{kind}/{rid} was also read from {kept}, with the same content; that copy is kept")
+            else:
+                rule = ("its meta.lastUpdated is later" if win_updated is not None and (updated is None or updated < win_updated)
+                        else "it was read first (meta.lastUpdated does not decide)")
+                reasons.append("conflicting duplicate")
+                details.append(f"{kind}/{rid} differs from the copy in {kept}, which is kept because {rule}")
+        removed.append(standing.select(*_RESOURCE_KEY).with_columns(
+            pl.Series("_reason", reasons, dtype=pl.String()), pl.Series("_detail", details, dtype=pl.String())))
+    if not removed:
+        return pl.DataFrame(schema=_REMOVED_SCHEMA)
+    return pl.concat(removed).select(list(_REMOVED_SCHEMA)).cast(_REMOVED_SCHEMA)  # type: ignore[arg-type]
 
 
 def plan_shards(tmp: Path, config: IngestConfig) -> list[list[Path]]:
@@ -158,21 +260,27 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     shards = plan_shards(tmp, config)
     shared = tmp / "finalize"
     shared.mkdir(parents=True, exist_ok=True)
-    patients = read_patients(tmp)
-    medications = read_medications(tmp)
+    removed = resolve_copies(tmp, files, config, partitions=len(shards))
+    patients = read_patients(tmp, removed)
+    medications = read_medications(tmp, removed)
+    removed_patients = _spill(tmp, "patients", PATIENT_SCHEMA).join(removed, on=_RESOURCE_KEY, how="inner").select(
+        pl.col("patient_id").alias(schema.RESOURCE_ID), "_reason")
     patients.write_parquet(shared / "patients.parquet")
+    _patient_notes(tmp, patients, removed_patients).write_parquet(shared / "patient_notes.parquet")
     _medication_codes(medications).write_parquet(shared / "medications.parquet")
-    find_duplicates(tmp, files, partitions=len(shards)).write_parquet(shared / "duplicates.parquet")
+    removed.write_parquet(shared / "removed.parquet")
     data_dir = output / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir = output / "quarantine" if config.before_birth == "quarantine" else None
     jobs = [(index, [str(f) for f in shard_files]) for index, shard_files in enumerate(shards) if shard_files]
     result = FinalizeResult(patients=patients, descriptions=_medication_descriptions(medications))
     rejects: list[pl.DataFrame] = []
     for shard in map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
-                        [str(data_dir)] * len(jobs)):
+                        [str(data_dir)] * len(jobs), [quarantine_dir and str(quarantine_dir)] * len(jobs)):
         result.written.update(shard.written)
         result.codes.update(shard.codes)
         result.events += shard.events
+        result.removed_events += shard.removed_events
         if shard.shard:
             result.shards.append(shard.shard)
         rejects.extend(shard.rejects)
@@ -192,17 +300,36 @@ class ShardResult:
     events: int
     shard: str | None
     rejects: list[pl.DataFrame]
+    removed_events: int = 0
 
 
-def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir: str) -> ShardResult:
+class IngestIntegrityError(RuntimeError):
+    """The events about to be written do not match what was read: never written silently."""
+
+
+def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir: str,
+                   quarantine_dir: str | None = None) -> ShardResult:
     """Resolve, sort and write one output shard from its spill files."""
     shared = Path(tmp) / "finalize"
     events = pl.read_parquet(shard_files)
-    events, rejects = _resolve(events, pl.read_parquet(shared / "patients.parquet"),
-                               pl.read_parquet(shared / "medications.parquet"),
-                               pl.read_parquet(shared / "duplicates.parquet"))
+    spilled = events.height
+    twice = events.select(_RESOURCE_KEY + [SEQ]).is_duplicated().sum()
+    if twice:
+        raise IngestIntegrityError(
+            f"shard {shard_index}: {twice} events appear more than once in the spill (two processes "
+            "wrote into one run's scratch folder?); nothing was written, run the ingest again")
+    resolved = _resolve(events, pl.read_parquet(shared / "patients.parquet"),
+                        pl.read_parquet(shared / "medications.parquet"),
+                        pl.read_parquet(shared / "removed.parquet"),
+                        pl.read_parquet(shared / "patient_notes.parquet"))
+    events, rejects = resolved.events, resolved.rejects
+    if quarantine_dir is not None and resolved.quarantined is not None and resolved.quarantined.height:
+        Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
+        table = schema.to_meds_table(resolved.quarantined.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
+        pq.write_table(table, Path(quarantine_dir) / f"{shard_index}.parquet")
+    removed_events = spilled - events.height
     if events.height == 0:
-        return ShardResult(Counter(), set(), 0, None, rejects)
+        return ShardResult(Counter(), set(), 0, None, rejects, removed_events)
     events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
     written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
     counts = Counter(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
@@ -210,51 +337,65 @@ def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir:
     table = schema.to_meds_table(events.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
     path = Path(data_dir) / f"{shard_index}.parquet"
     pq.write_table(table, path)
-    return ShardResult(counts, codes, table.num_rows, path.name, rejects)
+    return ShardResult(counts, codes, table.num_rows, path.name, rejects, removed_events)
+
+
+@dataclass
+class _Resolved:
+    events: pl.DataFrame
+    rejects: list[pl.DataFrame]
+    quarantined: pl.DataFrame | None = None
 
 
 def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataFrame,
-             duplicates: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+             removed: pl.DataFrame, patient_notes: pl.DataFrame) -> _Resolved:
     """Apply the whole-input checks in a fixed order; each rejected resource gets one reason."""
     rejects: list[pl.DataFrame] = []
+    quarantined: list[pl.DataFrame] = []
 
-    def reject(keys: pl.DataFrame, reason: str, detail: pl.Expr) -> None:
+    def reject(keys: pl.DataFrame, reason: str | pl.Expr, detail: pl.Expr, *, keep: bool = False) -> None:
+        """Reject the resources of ``keys`` (events of ``events``, whose columns ``detail`` may use)."""
         nonlocal events
         if keys.height == 0:
             return
-        keys = keys.select(_RESOURCE_KEY).unique()
         rows = (
-            events.join(keys, on=_RESOURCE_KEY, how="semi")
-            .group_by(_RESOURCE_KEY)
+            keys.group_by(_RESOURCE_KEY, maintain_order=True)
             .agg(pl.all().first())
             .select(*_RESOURCE_KEY, schema.RESOURCE_TYPE, schema.RESOURCE_ID,
-                    pl.lit(reason).alias("reason"), detail.alias("detail"))
+                    (pl.lit(reason) if isinstance(reason, str) else reason).alias("reason"),
+                    detail.alias("detail"))
         )
         rejects.append(rows)
-        events = events.join(keys, on=_RESOURCE_KEY, how="anti")
+        if keep:
+            quarantined.append(events.join(rows.select(_RESOURCE_KEY), on=_RESOURCE_KEY, how="semi"))
+        events = events.join(rows.select(_RESOURCE_KEY), on=_RESOURCE_KEY, how="anti")
 
-    # 1. Duplicate resources (found across the whole input by find_duplicates).
-    copies = events.join(duplicates, on=_RESOURCE_KEY, how="inner")
-    if copies.height:
-        events = events.join(duplicates, on=_RESOURCE_KEY, how="left")
-        reject(copies, "duplicate resource", pl.col("_duplicate_of"))
-        events = events.drop("_duplicate_of")
+    # 1. Copies deleted by a transaction DELETE, and losing duplicates (see resolve_copies).
+    if removed.height:
+        gone = events.join(removed, on=_RESOURCE_KEY, how="inner")
+        reject(gone, pl.col("_reason"), pl.col("_detail"))
 
-    # 2. Subjects whose Patient resource never came.
+    # 2. Subjects whose Patient resource never came (or was rejected, or deleted).
     orphans = events.join(patients.select(schema.SUBJECT_ID), on=schema.SUBJECT_ID, how="anti")
-    reject(orphans, "unknown patient",
-           pl.format("refers to Patient/{}, which is not in the input", pl.col(PATIENT)))
+    if orphans.height:
+        orphans = orphans.join(patient_notes, on=PATIENT, how="left")
+        reject(orphans, "unknown patient",
+               pl.format("refers to Patient/{}, {}", pl.col(PATIENT),
+                         pl.col("_note").fill_null("which is not in the input")))
 
     # 3. Medications referenced by id, resolved against every Medication resource read.
     pending = events.filter(pl.col(MEDICATION_REF).is_not_null())
     if pending.height:
         events = events.join(medications, left_on=MEDICATION_REF, right_on="medication_id", how="left")
-        missing = events.filter(pl.col(MEDICATION_REF).is_not_null() & pl.col("_med_code").is_null())
-        reject(missing, "unresolved medication",
+        unresolved = pl.col(MEDICATION_REF).is_not_null() & pl.col("_med_code").is_null()
+        reject(events.filter(unresolved & pl.col("_med_known").is_null()), "unresolved medication",
                pl.format("medicationReference Medication/{} is not in the input", pl.col(MEDICATION_REF)))
+        reject(events.filter(unresolved & pl.col("_med_known").is_not_null()), "no code",
+               pl.format("medicationReference Medication/{} is in the input but has no code",
+                         pl.col(MEDICATION_REF)))
         events = events.with_columns(
             pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE)
-        ).drop("_med_code")
+        ).drop("_med_code", "_med_known")
 
     # 4. Times taken from the start of the resource's encounter.
     if events[NEEDS_ENCOUNTER_TIME].any():
@@ -273,15 +414,24 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
                pl.format("no time of its own, and Encounter/{} of this patient was not found",
                          pl.col(schema.ENCOUNTER_ID)))
         events = events.drop("_encounter_start")
-    return events, rejects
+
+    # 5. Events before the patient's birth: a negative age is an error in the source, not a fact.
+    births = (events.filter(pl.col(schema.CODE) == schema.BIRTH_CODE)
+              .group_by(schema.SUBJECT_ID).agg(pl.col(schema.TIME).min().alias("_birth")))
+    if births.height:
+        timed = events.join(births, on=schema.SUBJECT_ID, how="inner").filter(
+            pl.col(schema.TIME) < pl.col("_birth") - _DAY_MICROS)
+        as_date = [pl.col(c).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%d %H:%M") for c in (schema.TIME, "_birth")]
+        reject(timed, "before birth",
+               pl.format("an event at {} is before the patient's birth ({})", *as_date), keep=True)
+    return _Resolved(events, rejects, pl.concat(quarantined) if quarantined else None)
 
 
 def _reject_rows(rejects: list[pl.DataFrame], file_names: pl.DataFrame) -> pl.DataFrame:
     if not rejects:
         return pl.DataFrame(schema=REJECT_SCHEMA)
     frame = pl.concat(rejects, how="vertical_relaxed").join(file_names, on=SRC_FILE, how="left")
-    locations = [location_text(path, position)
-                 for path, position in zip(frame["source_file"], frame[SRC_ENTRY])]
+    locations = [location_text(position) for position in frame[SRC_ENTRY]]
     return frame.with_columns(
         pl.Series("location", locations, dtype=pl.String()),
         pl.lit(None, dtype=pl.String()).alias("excerpt"),

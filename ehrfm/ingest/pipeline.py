@@ -28,8 +28,8 @@ from meds import CodeMetadataSchema, SubjectSplitSchema
 import ehrfm
 from ehrfm import schema
 from ehrfm.ingest.config import IngestConfig
-from ehrfm.ingest.finalize import finalize
-from ehrfm.ingest.sources import discover_files
+from ehrfm.ingest.finalize import IngestIntegrityError, finalize
+from ehrfm.ingest.sources import discover_inputs
 from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
@@ -38,7 +38,7 @@ from ehrfm.outputs import prepare_output, refuse_overlap
 
 log = logging.getLogger(__name__)
 
-_OUTPUT_PARTS = ("data", "metadata", "rejects")
+_OUTPUT_PARTS = ("data", "metadata", "rejects", "quarantine")
 _TMP = ".ehrfm_tmp"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -64,7 +64,8 @@ def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSumma
 
 def run_ingest(config: IngestConfig) -> IngestSummary:
     started = time.perf_counter()
-    files = discover_files(config.inputs)
+    discovery = discover_inputs(config.inputs)
+    files = discovery.files
     output = Path(config.output)
     folders = [Path(i) for i in config.inputs if Path(i).is_dir()]
     refuse_overlap(output, [*folders, *files])
@@ -87,12 +88,18 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
         patients = final.patients
         descriptions = {**final.descriptions,
                         **{code: found[2] for code, found in batch.descriptions.items()}}
+        if batch.events != final.events + final.removed_events:
+            raise IngestIntegrityError(
+                f"the workers emitted {batch.events} events but finalize saw "
+                f"{final.events + final.removed_events} ({final.events} written, {final.removed_events} "
+                "rejected): events were lost or added between the two steps; nothing is marked complete")
         _write_rejects(tmp, output, finalize_rejects)
         summary = IngestSummary.from_counts(
             files=len(files), read=batch.read, skipped=batch.skipped,
             rejected=batch.rejected + final.rejected, written=final.written, events=final.events,
             subjects=patients.height, shards=len(final.shards), seconds=time.perf_counter() - started,
             input_bytes=sum(p.stat().st_size for p in files),
+            ignored=discovery.ignored, parts_skipped=batch.parts_skipped,
         )
         _write_metadata(output, config, summary, patients, final.codes, descriptions)
     finally:
@@ -147,8 +154,9 @@ class IngestWorkerDied(RuntimeError):
 def _worker_died(doing: str, files: list[str], workers: int) -> IngestWorkerDied:
     shown = ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
     return IngestWorkerDied(
-        f"an ingest worker process died while {doing} {shown}: it was killed by a signal, on Linux most "
-        f"often the out-of-memory killer. Nothing was written. Rerun with fewer workers (workers={workers} "
+        f"an ingest worker process died while {doing} {shown}: it ended abruptly, most often "
+        "killed by the out-of-memory killer (or it could not start: a worker re-imports the script that "
+        "called ingest, so run it from a file, not from stdin). Nothing was written. Rerun with fewer workers (workers={workers} "
         "now; workers=1 needs the least memory), or check how large those files are")
 
 

@@ -22,11 +22,18 @@ class IngestSummary:
     seconds: float
     input_bytes: int
     balance_errors: list[str] = field(default_factory=list)
+    # Files met in the inputs and not read, by reason (hidden, not JSON, ...), with examples.
+    ignored_files: dict[str, int] = field(default_factory=dict)
+    ignored_examples: dict[str, list[str]] = field(default_factory=dict)
+    # Parts left out of resources that were written (one bad Observation.component), type -> reason.
+    parts_skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @classmethod
     def from_counts(cls, *, files: int, read: Counter[str], skipped: Counter[tuple[str, str]],
                     rejected: Counter[tuple[str, str]], written: Counter[str], events: int, subjects: int,
-                    shards: int, seconds: float, input_bytes: int) -> IngestSummary:
+                    shards: int, seconds: float, input_bytes: int,
+                    ignored: list[tuple[str, str]] | None = None,
+                    parts_skipped: Counter[tuple[str, str]] | None = None) -> IngestSummary:
         def nest(counter: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
             nested: dict[str, dict[str, int]] = {}
             for (kind, reason), count in sorted(counter.items()):
@@ -35,7 +42,13 @@ class IngestSummary:
 
         summary = cls(files=files, read=dict(sorted(read.items())), written=dict(sorted(written.items())),
                       skipped=nest(skipped), rejected=nest(rejected), events=events, subjects=subjects,
-                      shards=shards, seconds=seconds, input_bytes=input_bytes)
+                      shards=shards, seconds=seconds, input_bytes=input_bytes,
+                      parts_skipped=nest(parts_skipped or Counter()))
+        for path, reason in ignored or ():
+            summary.ignored_files[reason] = summary.ignored_files.get(reason, 0) + 1
+            examples = summary.ignored_examples.setdefault(reason, [])
+            if len(examples) < 5:
+                examples.append(path)
         summary.balance_errors = summary._check_balance()
         return summary
 
@@ -85,6 +98,8 @@ class IngestSummary:
             "totals": self.totals(), "balanced": self.balanced,
             "rejected_by_reason": self.rejected_by_reason(),
             "read": self.read, "written": self.written, "skipped": self.skipped, "rejected": self.rejected,
+            "parts_skipped": self.parts_skipped,
+            "ignored_files": self.ignored_files, "ignored_examples": self.ignored_examples,
         }
 
     def table(self) -> str:
@@ -101,6 +116,12 @@ class IngestSummary:
         if self.rejected:
             lines.append("rejected by reason: "
                          + ", ".join(f"{r} {n}" for r, n in self.rejected_by_reason().items()))
+        if self.parts_skipped:
+            lines.append("parts left out of written resources: " + ", ".join(
+                f"{kind} {reason} {n}" for kind, by in self.parts_skipped.items() for reason, n in by.items()))
+        if self.ignored_files:
+            lines.append("files not read: " + ", ".join(f"{r} {n}" for r, n in sorted(self.ignored_files.items()))
+                         + " (examples in metadata/ingest_summary.json)")
         mb = self.input_bytes / 1e6
         lines.append(
             f"{self.files} files, {mb:.1f} MB -> {self.subjects} subjects, {self.events} events in "

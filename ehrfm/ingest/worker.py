@@ -8,19 +8,23 @@ go to ``<tmp>/rejects/`` as they happen.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from ehrfm import schema
 from ehrfm.ingest.config import SPILL_BUCKETS, IngestConfig
 from ehrfm.ingest.events import EventEmitter, Reject
 from ehrfm.ingest.fhir_types import R4_RESOURCE_TYPES
+from ehrfm.ingest.fhirtime import FhirTimeError, to_utc_micros
 from ehrfm.ingest.mappers import MAPPERS, REFERENCE_ONLY_TYPES
 from ehrfm.ingest.sources import Record, location_text, read_records
 from ehrfm.ingest.strict import validation_error
@@ -45,6 +49,19 @@ MEDICATION_SCHEMA: dict[str, pl.DataType] = {
     "medication_id": pl.String(), "code": pl.String(), "description": pl.String(),
     "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
+# One row per reference-data resource kept (a Medication, which has no events): where each copy
+# is. With the events spill, that says where every copy of every resource is.
+# Duplicates are rare, so what deciding between copies needs (meta.lastUpdated, a hash of the
+# content) is read again from the files, for those copies only, at finalize.
+RESOURCE_SCHEMA: dict[str, pl.DataType] = {
+    schema.RESOURCE_TYPE: pl.String(), schema.RESOURCE_ID: pl.String(),
+    "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
+}
+# Transaction DELETEs: every copy of the resource read before the DELETE is removed at finalize.
+DELETE_SCHEMA: dict[str, pl.DataType] = {
+    schema.RESOURCE_TYPE: pl.String(), schema.RESOURCE_ID: pl.String(),
+    "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
+}
 
 
 @dataclass
@@ -55,6 +72,8 @@ class BatchResult:
     mapped: Counter[str] = field(default_factory=Counter)
     skipped: Counter[tuple[str, str]] = field(default_factory=Counter)
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    parts_skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # inside written resources
+    events: int = 0  # events emitted into the spill, checked against what finalize writes
     descriptions: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # code -> (file, pos, text)
 
     def merge(self, other: BatchResult) -> None:
@@ -62,6 +81,8 @@ class BatchResult:
         self.mapped.update(other.mapped)
         self.skipped.update(other.skipped)
         self.rejected.update(other.rejected)
+        self.parts_skipped.update(other.parts_skipped)
+        self.events += other.events
         for code, found in other.descriptions.items():
             mine = self.descriptions.get(code)
             if mine is None or found[:2] < mine[:2]:
@@ -73,11 +94,15 @@ class _Spill:
 
     _counter = itertools.count()
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, keep_excerpts: bool = True) -> None:
         self.tmp = tmp
+        self.keep_excerpts = keep_excerpts  # excerpts of rejected records may hold PHI
         self.tag = f"{os.getpid()}-{next(self._counter)}"
         self.parts = itertools.count()
         self.rejects: list[dict[str, Any]] = []
+        self.resources: list[tuple[Any, ...]] = []
+        self.deletes: list[tuple[Any, ...]] = []
+        self.events = 0
 
     def _path(self, kind: str) -> Path:
         folder = self.tmp / kind
@@ -86,6 +111,7 @@ class _Spill:
 
     def flush(self, emitter: EventEmitter) -> None:
         if len(emitter):
+            self.events += len(emitter)
             frame = emitter.take_frame().with_columns(
                 (pl.col(schema.SUBJECT_ID) % SPILL_BUCKETS).alias("_bucket")
             )
@@ -103,6 +129,11 @@ class _Spill:
                 self._path("medications")
             )
             emitter.medications.clear()
+        for rows, kind, columns in ((self.resources, "resources", RESOURCE_SCHEMA),
+                                    (self.deletes, "deletes", DELETE_SCHEMA)):
+            if rows:
+                pl.DataFrame(rows, schema=columns, orient="row").write_parquet(self._path(kind))
+                rows.clear()
         if self.rejects:
             pl.DataFrame(self.rejects, schema=REJECT_SCHEMA).write_parquet(self._path("rejects"))
             self.rejects.clear()
@@ -112,16 +143,22 @@ def ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) -
     """Map every record of ``files`` (pairs of run-wide file index and path); spill to ``tmp``."""
     result = BatchResult()
     emitter = EventEmitter()
-    spill = _Spill(Path(tmp))
+    spill = _Spill(Path(tmp), config.reject_excerpts)
     skip_types = frozenset(config.skip_types)
     for file_index, path_text in files:
         path = Path(path_text)
-        for record in read_records(path, replace_bad_utf8=config.replace_bad_utf8):
+        records = read_records(path, replace_bad_utf8=config.replace_bad_utf8,
+                               max_line_bytes=config.max_line_bytes,
+                               max_document_bytes=config.max_document_bytes)
+        for record in records:
             _ingest_record(record, file_index, path, config, skip_types, emitter, spill, result)
-            if len(emitter) >= config.chunk_events or len(spill.rejects) >= 10_000:
+            if (len(emitter) >= config.chunk_events or len(spill.rejects) >= 10_000
+                    or len(spill.resources) >= config.chunk_events):
                 spill.flush(emitter)
     spill.flush(emitter)
     result.descriptions = emitter.descriptions
+    result.parts_skipped = emitter.skipped_parts
+    result.events = spill.events
     return result
 
 
@@ -129,10 +166,17 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
                    skip_types: frozenset[str], emitter: EventEmitter, spill: _Spill,
                    result: BatchResult) -> None:
     resource = record.resource
+    if record.skipped is not None:  # an empty Bundle, a transaction DELETE: read, nothing to map
+        result.read[record.skipped[0]] += 1
+        result.skipped[record.skipped] += 1
+        if record.deleted is not None:
+            spill.deletes.append((*record.deleted, file_index, record.position))
+        return
     if resource is None:
         kind, detail = record.error or ("unreadable", "no detail")
-        result.read[UNREADABLE] += 1
-        _reject(spill, result, path, record, None, None, kind, detail)
+        known_type, known_id = record.identity or (None, None)
+        result.read[known_type or UNREADABLE] += 1
+        _reject(spill, result, path, record, known_type, known_id, kind, detail)
         return
     resource_type = resource.get("resourceType")
     resource_id = resource.get("id")
@@ -161,7 +205,15 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
     if _entered_in_error(resource):
         result.skipped[(resource_type, "entered-in-error")] += 1
         return
-    emitter.begin(resource_type, resource_id, record.bundle, file_index, record.position)
+    security = None
+    meta = resource.get("meta")
+    if meta is not None and isinstance(meta, dict) and "security" in meta:
+        labels = security_labels(resource)
+        if labels and config.exclude_security_labels and _excluded(labels, config.exclude_security_labels):
+            result.skipped[(resource_type, "excluded security label")] += 1
+            return
+        security = ",".join(sorted({code for _, code in labels})) or None
+    emitter.begin(resource_type, resource_id, record.bundle, file_index, record.position, security)
     try:
         if config.strict:
             problem = validation_error(resource)
@@ -183,6 +235,52 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
         result.skipped[(resource_type, "reference data")] += 1
     else:
         result.mapped[resource_type] += 1
+    if resource_id is not None and resource_type in REFERENCE_ONLY_TYPES:
+        # Resources with events are found in the events spill; these have none.
+        spill.resources.append((resource_type, resource_id, file_index, record.position))
+
+
+def content_hash(resource: dict[str, Any]) -> int:
+    """A 64-bit digest of the resource without ``meta``: two copies that differ only in their
+    metadata (a re-export) are the same content."""
+    body = {key: value for key, value in resource.items() if key != "meta"}
+    try:
+        text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # a float out of range read by the slow parser
+        text = repr(sorted(body.items())).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little", signed=True)
+
+
+def last_updated(resource: dict[str, Any]) -> int | None:
+    """``meta.lastUpdated`` in microseconds UTC, or None when absent or unreadable."""
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return to_utc_micros(value)
+    except FhirTimeError:
+        return None
+
+
+def security_labels(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """(system, code) of every ``meta.security`` Coding (confidentiality, sensitivity: HIV, ...).
+
+    >>> security_labels({"meta": {"security": [{"system": "http://x", "code": "R"}, {"code": 3}]}})
+    [('http://x', 'R')]
+    """
+    meta = resource.get("meta")
+    codings = meta.get("security") if isinstance(meta, dict) else None
+    if not isinstance(codings, list):
+        return []
+    return [(c.get("system") if isinstance(c.get("system"), str) else None, c["code"])
+            for c in codings if isinstance(c, dict) and isinstance(c.get("code"), str) and c["code"]]
+
+
+def _excluded(labels: list[tuple[str | None, str]], excluded: Sequence[str]) -> bool:
+    """A label matches an entry written as its code (``R``) or as ``system|code``."""
+    wanted = set(excluded)
+    return any(code in wanted or f"{system}|{code}" in wanted for system, code in labels)
 
 
 def _entered_in_error(resource: dict[str, Any]) -> bool:
@@ -201,10 +299,10 @@ def _reject(spill: _Spill, result: BatchResult, path: Path, record: Record, reso
     result.rejected[(resource_type or UNREADABLE, kind)] += 1
     spill.rejects.append({
         "source_file": str(path),
-        "location": location_text(path, record.position),
+        "location": location_text(record.position),
         "resource_type": resource_type,
         "resource_id": resource_id,
         "reason": kind,
         "detail": detail,
-        "excerpt": record.excerpt,
+        "excerpt": record.excerpt if spill.keep_excerpts else None,
     })

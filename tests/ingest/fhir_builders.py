@@ -238,6 +238,12 @@ def check_run_invariants(run: Run) -> None:
         for row in run.subjects.iter_rows(named=True):
             assert row["subject_id"] == subject_id_for(row["fhir_patient_id"])
         assert set(run.events["subject_id"].unique().to_list()) <= set(run.subjects["subject_id"].to_list())
+        # No event more than a day (time zones) before its subject's birth: ages are never negative.
+        births = run.events.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(
+            pl.col("time").min().alias("birth"))
+        early = run.events.join(births, on="subject_id").filter(
+            pl.col("time") < pl.col("birth") - pl.duration(days=1))
+        assert early.height == 0, early.to_dicts()
 
 
 def sid(patient_id: str) -> int:

@@ -136,16 +136,20 @@ def test_empty_file(tmp_path: Path, name: str, content: bytes) -> None:
 
 
 def test_line_that_is_a_json_array(tmp_path: Path) -> None:
-    src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), "[1, 2, 3]", '"just a string"'])
+    # A line may hold an array of resources; what in it is not a resource is rejected element by element.
+    src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), f"[1, {orjson.dumps(observation('o1')).decode()}]",
+                                              '"just a string"'])
     run = ingest(src, tmp_path / "out")
 
     rows = run.reject_rows("not a JSON object")
     assert [(r["location"], r["detail"]) for r in rows] == [
-        ("line 2", "line holds a list"), ("line 3", "line holds a str"),
+        ("line 2, Bundle entry 0", "array element 0 is a number, not a resource"),
+        ("line 3", "the line holds a string, not a resource"),
     ]
     assert all(r["source_file"] == _src(src) for r in rows)
-    assert rows[0]["excerpt"].startswith("[1, 2, 3]")
-    assert run.summary.totals() == {"read": 3, "written": 1, "skipped": 0, "rejected": 2}
+    assert rows[1]["excerpt"].startswith('"just a string"')
+    assert run.summary.written == {"Observation": 1, "Patient": 1}
+    assert run.summary.totals() == {"read": 4, "written": 2, "skipped": 0, "rejected": 2}
 
 
 def test_object_without_resource_type(tmp_path: Path) -> None:
@@ -278,7 +282,6 @@ def test_invalid_value_detail_names_the_field_once(tmp_path: Path) -> None:
     details = {r["resource_id"]: r["detail"] for r in run.reject_rows("invalid value")}
     assert details == {
         "o-text": "Observation.valueQuantity.value is not a number: '12 mg'",
-        "bp1": "Observation.component[1].valueQuantity.value is not a number: '80/'",
     }
 
 
@@ -295,13 +298,24 @@ def test_nan_and_infinity_tokens(tmp_path: Path, token: str) -> None:
 
 
 def test_number_out_of_double_range(tmp_path: Path) -> None:
+    # 1e999 is valid JSON beyond float range: the one resource holding it is rejected, by field.
     line = orjson.dumps(observation("o-huge", value=1.0)).replace(b'"value":1.0', b'"value":1e999')
-    src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), line])
+    src = write_ndjson(tmp_path / "x.ndjson", [patient("p1"), line, observation("o-ok", value=2.0)])
     run = ingest(src, tmp_path / "out")
-    row = run.only_reject("malformed JSON")
-    assert row["location"] == "line 2"
-    assert "infinity" in row["detail"].lower()
-    assert "o-huge" in row["excerpt"]
+    row = run.only_reject("invalid value")
+    assert (row["location"], row["resource_id"]) == ("line 2", "o-huge")
+    assert "valueQuantity.value is not finite" in row["detail"]
+    assert _values(run) == {"o-ok": 2.0}
+
+
+def test_number_out_of_range_rejects_one_resource_of_a_bundle(tmp_path: Path) -> None:
+    text = orjson.dumps(bundle(patient("p1"), observation("o-huge", value=1.0), observation("o-ok", value=2.0)))
+    src = tmp_path / "b.json"
+    src.write_bytes(text.replace(b'"value":1.0', b'"value":1e400'))
+    run = ingest(src, tmp_path / "out")
+    assert run.only_reject("invalid value")["resource_id"] == "o-huge"
+    assert _values(run) == {"o-ok": 2.0}
+    assert run.summary.written == {"Observation": 1, "Patient": 1}
 
 
 @pytest.mark.parametrize("value,fragment", [
@@ -324,15 +338,20 @@ def test_duplicate_ids_across_files_first_sorted_file_wins(tmp_path: Path) -> No
     run = ingest(tmp_path / "in", tmp_path / "out")
 
     assert _values(run) == {"o1": 1.0}
-    assert run.summary.rejected == {"Observation": {"duplicate resource": 1},
+    # Same content: a plain duplicate; different content: a conflict, both naming the copy kept.
+    assert run.summary.rejected == {"Observation": {"conflicting duplicate": 1},
                                     "Patient": {"duplicate resource": 1}}
-    rows = {r["resource_type"]: r for r in run.reject_rows("duplicate resource")}
-    assert rows["Observation"]["source_file"] == _src(later)
-    assert rows["Observation"]["location"] == "line 1"
-    assert rows["Observation"]["resource_id"] == "o1"
-    assert rows["Observation"]["detail"] == f"Observation/o1 was already read from {_src(first)} (line 2)"
-    assert rows["Patient"]["location"] == "line 2"
-    assert rows["Patient"]["detail"] == f"Patient/p1 was already read from {_src(first)} (line 1)"
+    observation_row = run.only_reject("conflicting duplicate")
+    assert observation_row["source_file"] == _src(later)
+    assert observation_row["location"] == "line 1"
+    assert observation_row["resource_id"] == "o1"
+    assert observation_row["detail"] == (
+        f"Observation/o1 differs from the copy in {_src(first)} (line 2), which is kept because "
+        "it was read first (meta.lastUpdated does not decide)")
+    patient_row = run.only_reject("duplicate resource")
+    assert patient_row["location"] == "line 2"
+    assert patient_row["detail"] == (
+        f"Patient/p1 was also read from {_src(first)} (line 1), with the same content; that copy is kept")
     # The patient's static facts are written once, not twice.
     assert run.events.filter(pl.col("code") == "GENDER/female").height == 1
 
@@ -348,11 +367,11 @@ def test_duplicate_id_for_different_patients_in_different_shards(tmp_path: Path)
 
     one = ingest(tmp_path / "in", tmp_path / "out1", num_shards=1)
     assert _values(one) == {"o1": 1.0}
-    assert one.summary.rejected == {"Observation": {"duplicate resource": 1}}
+    assert one.summary.rejected == {"Observation": {"conflicting duplicate": 1}}
 
     many = ingest(tmp_path / "in", tmp_path / "out64", num_shards=64)
     assert _values(many) == {"o1": 1.0}
-    assert many.summary.rejected == {"Observation": {"duplicate resource": 1}}
+    assert many.summary.rejected == {"Observation": {"conflicting duplicate": 1}}
 
 
 def test_non_utf8_bytes(tmp_path: Path) -> None:
@@ -524,7 +543,7 @@ def test_mixed_bad_directory_same_result_with_two_workers(tmp_path: Path) -> Non
 
     assert one.summary.totals() == {"read": 20, "written": 7, "skipped": 2, "rejected": 11}
     assert one.summary.rejected_by_reason() == {
-        "duplicate resource": 1, "empty file": 2, "invalid UTF-8": 1, "invalid date": 1, "invalid value": 1,
+        "conflicting duplicate": 1, "empty file": 2, "invalid UTF-8": 1, "invalid date": 1, "invalid value": 1,
         "malformed JSON": 1, "not a JSON object": 1, "truncated or corrupt file": 1,
         "unknown patient": 1, "unknown resourceType": 1,
     }

@@ -59,10 +59,14 @@ def map_medication_use(resource: dict[str, Any], out: EventEmitter) -> None:
 
 
 def map_medication(resource: dict[str, Any], out: EventEmitter) -> None:
-    """Medication is reference data: no events, but its code is kept for references to it."""
+    """Medication is reference data: no events, but its code is kept for references to it.
+
+    One without a code is kept too, so that a reference to it is rejected as "no code" rather
+    than as a Medication missing from the input.
+    """
     found = code_from_concept(resource.get("code"))
-    if found is not None and out.resource_id:
-        out.register_medication(out.resource_id, found[0], found[1])
+    if out.resource_id:
+        out.register_medication(out.resource_id, *(found if found is not None else (None, None)))
 
 
 def _contained(resource: dict[str, Any], ref: str) -> dict[str, Any] | None:

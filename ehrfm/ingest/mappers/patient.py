@@ -9,6 +9,7 @@ from ehrfm.ingest.events import EventEmitter, Reject
 
 _RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 _ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
+_DAY_MICROS = 86_400_000_000
 _BIRTHSEX_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 
 
@@ -21,8 +22,9 @@ def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
     gender = resource.get("gender") or "unknown"
     out.emit(f"GENDER/{gender}", None, description=f"Administrative gender: {gender}")
     birth = resource.get("birthDate")
-    if birth is not None:
-        out.emit(schema.BIRTH_CODE, out.time(birth, "birthDate", start=True), description="Birth")
+    birth_time = out.time(birth, "birthDate", start=True) if birth is not None else None
+    if birth_time is not None:
+        out.emit(schema.BIRTH_CODE, birth_time, description="Birth")
 
     for extension in resource.get("extension") or ():
         if not isinstance(extension, dict):
@@ -37,8 +39,12 @@ def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
             out.emit(f"BIRTHSEX/{sex}", None, description=f"Birth sex: {sex}")
 
     if resource.get("deceasedDateTime") is not None:
-        out.emit(schema.DEATH_CODE, out.time(resource["deceasedDateTime"], "deceasedDateTime"),
-                 description="Death")
+        death = out.time(resource["deceasedDateTime"], "deceasedDateTime")
+        # A day of slack: birthDate is a date, a death time carries a zone.
+        if birth_time is not None and death < birth_time - _DAY_MICROS:
+            raise Reject("death before birth",
+                         f"deceasedDateTime {resource['deceasedDateTime']!r} is before birthDate {birth!r}")
+        out.emit(schema.DEATH_CODE, death, description="Death")
     elif resource.get("deceasedBoolean") is True:
         # Known dead, time unknown: a static fact rather than an invented date.
         out.emit(schema.DEATH_CODE, None, description="Death")
