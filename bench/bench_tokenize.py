@@ -36,7 +36,9 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 SYNTHEA = REPO.parent / "shared" / "data" / "synthea-r4"
 
-PARAMS = {"min_count": 5, "num_value_bins": 10, "min_values_for_bins": 50, "max_length": 16384}
+# free_text_tokens=True: the reference below implements the rule that learns every short text value.
+PARAMS = {"min_count": 5, "num_value_bins": 10, "min_values_for_bins": 50, "max_length": 16384,
+          "free_text_tokens": True}
 
 
 # ---------------------------------------------------------------------------------------------

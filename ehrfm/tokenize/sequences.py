@@ -21,7 +21,20 @@ position    token                                     when
             ``LOINC/8302-2``, ...)
 2           ``VALUE/Qnn`` or ``VALUE/ANY``            the event has a finite ``numeric_value``
 3           ``TEXT/<text_value>``                     short categorical text of a non-note resource
+                                                      (without ``free_text_tokens``: only a coded
+                                                      answer or a value-type marker, see below)
 ==========  ========================================  ================================================
+
+Free text stays out of the vocabulary unless ``free_text_tokens`` is set (the vocabulary ships
+with every model, and free text can hold names):
+
+* a ``text_value`` becomes a ``TEXT/`` token only when it is a coded answer in ingest's
+  ``VOCAB/code`` form (:data:`CODED_ANSWER_PATTERN`) or one of the categorical markers in
+  :data:`VALUE_MARKERS`; any other text gives no text token (the event's code token stays);
+* a free-text event code, ``TEXT/<words>`` (a concept with only text) or ``<VOCAB>/TEXT:<words>``
+  (e.g. ingest's ``RACE/TEXT:...``), becomes one shared token per vocabulary,
+  ``TEXT/[free text]`` or ``<VOCAB>/[free text]`` (:func:`fold_free_text_codes`): the concept is there,
+  its words are not learned.
 
 Events at one timestamp are ordered birth, visit starts, other events, visit ends, death, and
 otherwise keep their input order, so a visit's tokens sit between its start and end tokens.
@@ -33,6 +46,7 @@ depends only on earlier events, so a cutoff never changes the streams of the eve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -82,6 +96,42 @@ TEXT_PREFIX = "TEXT"
 FUSED_SEPARATOR = "|"
 VALUE_MODES = ("separate", "fused")
 
+# -- what text may become a token without ``free_text_tokens`` ---------------------------------
+
+FREE_TEXT = "[free text]"  # stands for the words of a free-text code; brackets as in [UNK:TEXT]
+FREE_TEXT_CODE = f"{TEXT_PREFIX}/{FREE_TEXT}"
+# Markers the ingest mappers write as text_value: Quantity comparators and value-type names.
+VALUE_MARKERS: tuple[str, ...] = (
+    "<", "<=", ">=", ">", "ad", "range", "ratio", "period", "datetime", "time", "sampled-data",
+)
+# Vocabulary names ehrfm ingest writes for code systems (ehrfm/ingest/vocabulary.py: the values of
+# SYSTEM_TO_VOCAB and NOSYSTEM; tests/tokenize check the two lists agree, and that every name is
+# [A-Za-z0-9-]+ so it needs no regex escape). TEXT is not among them:
+# ``TEXT/<words>`` is a concept with only text, not a coded answer.
+CODED_VOCABS: tuple[str, ...] = (
+    "ATC", "ActCode", "CDCREC", "CPT", "CVX", "DCM", "HCPCS", "HL7v2-0074", "ICD10", "ICD10CM",
+    "ICD10PCS", "ICD9CM", "LOINC", "NDC", "NOSYSTEM", "NUCC", "ObsCategory", "RxNorm", "SNOMED", "UCUM",
+)
+# An unknown code system's name: the URI folded to [A-Za-z0-9._-] plus ``~`` and 6 hex digits.
+HASHED_VOCAB_PATTERN = r"[A-Za-z0-9._-]+~[0-9a-f]{6}"
+# ``VOCAB/code``: a known or hashed vocabulary name, ``/``, then a code without whitespace.
+_CODED_ANSWER = rf"(?:{'|'.join(CODED_VOCABS)}|{HASHED_VOCAB_PATTERN})/\S+"
+CODED_ANSWER_PATTERN = f"^{_CODED_ANSWER}$"  # for Polars (Rust regex: ``$`` is the very end)
+_FREE_TEXT_FIELD = r"^([^/]+)/TEXT:"  # ingest's <VOCAB>/TEXT:<words> codes (RACE/TEXT:...)
+
+
+def is_coded_text(text: str) -> bool:
+    """Whether a (stripped) ``text_value`` may become a ``TEXT/`` token without ``free_text_tokens``.
+
+    >>> [is_coded_text(t) for t in ("SNOMED/266919005", "LOINC/1-8", "NOSYSTEM/K1", "<=")]
+    [True, True, True, True]
+    >>> is_coded_text("example.org_fhir_CodeSystem_local-labs~70a59b/K1")
+    True
+    >>> [is_coded_text(t) for t in ("Dr/Smith", "Jane Doe", "SNOMED/Jane Doe", "TEXT/Feels dizzy", "No")]
+    [False, False, False, False, False]
+    """
+    return text in VALUE_MARKERS or re.fullmatch(_CODED_ANSWER, text) is not None
+
 
 @dataclass(frozen=True)
 class SequenceRules:
@@ -93,8 +143,11 @@ class SequenceRules:
     note_resource_types: tuple[str, ...]
     min_interval_days: float
     birth_year_bucket: int
+    free_text_tokens: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.free_text_tokens, bool):
+            raise ValueError(f"free_text_tokens must be true or false, got {self.free_text_tokens!r}")
         if self.value_tokens not in VALUE_MODES:
             raise ValueError(f"value_tokens must be one of {VALUE_MODES}, got {self.value_tokens!r}")
         if self.max_text_length < 0:
@@ -114,7 +167,8 @@ def text_token_expr(rules: SequenceRules) -> pl.Expr:
 
     Clinical notes (``DocumentReference`` by default) and any text longer than
     ``max_text_length`` characters are free text: as tokens they would be near-unique strings
-    that only bloat the vocabulary, so they are left to the note-embedding path.
+    that only bloat the vocabulary, so they are left to the note-embedding path. Without
+    ``free_text_tokens`` only coded answers and value markers qualify (:func:`is_coded_text`).
     """
     text = pl.col(TEXT_VALUE).str.strip_chars()
     is_note = pl.col(RESOURCE_TYPE).is_in(list(rules.note_resource_types)).fill_null(False)
@@ -124,7 +178,42 @@ def text_token_expr(rules: SequenceRules) -> pl.Expr:
         & (text.str.len_chars() <= rules.max_text_length)
         & ~is_note
     )
+    if not rules.free_text_tokens:
+        eligible = eligible & (text.is_in(list(VALUE_MARKERS)) | text.str.contains(CODED_ANSWER_PATTERN))
     return pl.when(eligible).then(pl.format(f"{TEXT_PREFIX}/{{}}", text)).otherwise(None)
+
+
+def fold_free_text_codes(codes: pl.Series) -> pl.Series:
+    """Free-text codes folded to one token per vocabulary; every other code left as it is.
+
+    ``TEXT/<words>`` becomes ``TEXT/[free text]`` and ``<VOCAB>/TEXT:<words>`` becomes
+    ``<VOCAB>/[free text]``. Free-text codes are rare, so only their rows do string work; a
+    column without one comes back as it is.
+
+    >>> fold_free_text_codes(pl.Series("code", ["TEXT/Dr John Smith", "RACE/TEXT:Declined", "LOINC/1-8"])).to_list()
+    ['TEXT/[free text]', 'RACE/[free text]', 'LOINC/1-8']
+    """
+    needs = codes.str.starts_with(f"{TEXT_PREFIX}/") | codes.str.contains(f"/{TEXT_PREFIX}:", literal=True)
+    if not needs.any():
+        return codes
+    rows = needs.arg_true()
+    some = codes.gather(rows)
+    vocab = some.str.extract(_FREE_TEXT_FIELD, 1)
+    folded = pl.select(
+        pl.when(some.str.starts_with(f"{TEXT_PREFIX}/")).then(pl.lit(FREE_TEXT_CODE))
+        .when(vocab.is_not_null()).then(vocab + f"/{FREE_TEXT}")
+        .otherwise(some)  # "/TEXT:" further in, e.g. LOINC/1/TEXT:2: not ingest's form
+    ).to_series()
+    return codes.scatter(rows, folded)
+
+
+def code_token_expr(rules: SequenceRules) -> pl.Expr:
+    """The ``code`` column as the tokenizer sees it: :func:`fold_free_text_codes` unless
+    ``free_text_tokens``. Fit and transform both apply it first, so counts, value bins and ids
+    all see the folded code."""
+    if rules.free_text_tokens:
+        return pl.col(CODE)
+    return pl.col(CODE).map_batches(fold_free_text_codes, return_dtype=pl.String, is_elementwise=True)
 
 
 def fused_token(code: str, bin_number: int) -> str:

@@ -38,12 +38,14 @@ from ehrfm.schema import CODE, SUBJECT_ID, TIME
 from .errors import EventsFormatError, NotFittedError, TokenizerFormatError
 from .events import EventsLike, check_no_null_keys, prepare_events
 from .sequence_schema import PREDICTION_TIME, SEQUENCE_SCHEMA
-from .sequences import SEQ, SequenceRules, build_sequences, learnable_token_counts
+from .sequences import SEQ, SequenceRules, build_sequences, code_token_expr, learnable_token_counts
 from .time_tokens import INTERVAL_TOKENS, SEX_TOKENS, birth_year_tokens
 from .value_bins import BinTable, fit_value_bins, load_value_bins, save_value_bins, value_tokens
 from .vocabulary import CLS_TOKEN, MASK_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, UNK_TOKEN, Vocabulary, task_token
 
 FORMAT_VERSION = 1
+# Parameter added within format_version 1; configs saved without it read it as True.
+LEGACY_FREE_TEXT_KEY = "free_text_tokens"
 CONFIG_FILE = "tokenizer_config.json"
 VOCAB_FILE = "vocab.jsonl"
 BINS_FILE = "value_bins.json"
@@ -74,6 +76,18 @@ class EventTokenizer:
         vocabulary; ``bench/bench_tokenize.py`` measures both).
     max_text_length:
         Longest ``text_value`` (characters) that may become a categorical ``TEXT/`` token.
+    free_text_tokens:
+        ``False`` (the default): free text never becomes a learned token, since the vocabulary
+        ships with every model and free text can hold names. A ``text_value`` becomes a
+        ``TEXT/`` token only when it is a coded answer (``VOCAB/code`` with a vocabulary name
+        ehrfm ingest writes: ``SNOMED/266919005``, ``NOSYSTEM/K1``, a hashed local name
+        ``<name>~<6 hex>/K1``) or a value marker (``<``, ``<=``, ``>=``, ``>``, ``ad``, ``range``,
+        ``ratio``, ``period``, ``datetime``, ``time``, ``sampled-data``); and every free-text
+        code (``TEXT/<words>``, ``<VOCAB>/TEXT:<words>``) becomes one shared token
+        (``TEXT/[free text]``, ``<VOCAB>/[free text]``). ``True``: any short non-note text
+        value and every free-text code is a token of its own (the behaviour before this
+        option). A saved tokenizer without this parameter was fit that way, and
+        ``from_pretrained`` loads it with ``True``.
     note_resource_types:
         Resource types whose text is a clinical note, never tokenized.
     min_interval_days:
@@ -94,6 +108,7 @@ class EventTokenizer:
         min_values_for_bins: int = 50,
         value_tokens: str = "separate",
         max_text_length: int = 48,
+        free_text_tokens: bool = False,
         note_resource_types: Sequence[str] = ("DocumentReference",),
         min_interval_days: float = 1.0,
         birth_year_bucket: int = 5,
@@ -105,6 +120,7 @@ class EventTokenizer:
         self.min_values_for_bins = min_values_for_bins
         self.value_tokens = value_tokens
         self.max_text_length = max_text_length
+        self.free_text_tokens = free_text_tokens
         self.note_resource_types = note_resource_types
         self.min_interval_days = min_interval_days
         self.birth_year_bucket = birth_year_bucket
@@ -144,6 +160,7 @@ class EventTokenizer:
             note_resource_types=tuple(str(t) for t in self.note_resource_types),
             min_interval_days=float(self.min_interval_days),
             birth_year_bucket=int(self.birth_year_bucket),
+            free_text_tokens=self.free_text_tokens,
         )
 
     def _structural_tokens(self) -> list[str]:
@@ -172,9 +189,11 @@ class EventTokenizer:
         if stats["null_keys"]:
             nulls = lazy.filter(pl.col(SUBJECT_ID).is_null() | pl.col(CODE).is_null()).head(1).collect()
             check_no_null_keys(nulls, source="fit events")
-        bins = fit_value_bins(lazy.filter(pl.col(TIME).is_not_null()), rules.num_value_bins,
+        # Counts and bins see codes as transform does (free-text codes folded, unless kept).
+        folded = lazy.with_columns(code_token_expr(rules))
+        bins = fit_value_bins(folded.filter(pl.col(TIME).is_not_null()), rules.num_value_bins,
                               int(self.min_values_for_bins))
-        counts = learnable_token_counts(lazy, BinTable.from_frame(bins), rules)
+        counts = learnable_token_counts(folded, BinTable.from_frame(bins), rules)
         self.vocabulary_ = Vocabulary.build(
             num_task_tokens=int(self.num_task_tokens),
             structural=self._structural_tokens(),
@@ -220,7 +239,10 @@ class EventTokenizer:
         max_length = int(self.max_length if max_length is None else max_length)
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length!r}")
-        prepared = prepare_events(events, source="transform events").collect()
+        rules = self._rules()
+        prepared = prepare_events(events, source="transform events").with_columns(
+            code_token_expr(rules)
+        ).collect()
         check_no_null_keys(prepared, source="transform events")
         prepared, sequences = _apply_cutoff(prepared, cutoff)
         return build_sequences(
@@ -228,7 +250,7 @@ class EventTokenizer:
             sequences,
             vocab=self.vocabulary_,
             bins=self._bin_table(),
-            rules=self._rules(),
+            rules=rules,
             max_length=max_length,
         )
 
@@ -334,7 +356,9 @@ class EventTokenizer:
         A bare name (no such directory) is looked up among the tokenizers shipped in
         ``tokenizers/``. Errors name the file and the problem: a missing file raises
         :class:`MissingTokenizerFileError` (a ``FileNotFoundError``), a wrong format version or
-        malformed content :class:`TokenizerFormatError`.
+        malformed content :class:`TokenizerFormatError`. A config saved before the
+        ``free_text_tokens`` parameter existed loads with ``free_text_tokens=True``, the rule its
+        vocabulary was fit with; its files and ``vocabulary_sha256`` are used as they are.
         """
         directory = _resolve_tokenizer_dir(name_or_directory)
         config_path = directory / CONFIG_FILE
@@ -351,6 +375,9 @@ class EventTokenizer:
         unknown = sorted(set(params) - set(cls._param_names()))
         if unknown:
             raise TokenizerFormatError(f"{config_path}: unknown parameter(s) {unknown}")
+        # Saved before free_text_tokens existed: its vocabulary was fit with free text as tokens,
+        # so it keeps meaning that (a later save_pretrained writes the key explicitly).
+        params = {LEGACY_FREE_TEXT_KEY: True, **params}
         try:
             tokenizer = cls(**params)
             tokenizer._rules()  # the parameters' own checks

@@ -226,10 +226,12 @@ def test_notes_and_long_text_are_never_tokens() -> None:
         event(s, "2020-01-04", "LOINC/x", text="  No  ", resource_type="Observation"),
     ]
     events = events_frame(rows)
-    tok = fitted(events)
+    tok = fitted(events, free_text_tokens=True)  # even with free text on, only "No" qualifies
     toks = tokens_of(tok, tok.transform(events))
     assert [t for t in toks if t.startswith("TEXT/")] == ["TEXT/No"]
     assert not any("chest pain" in t or "short note" in t for t in tok.vocabulary_.tokens)
+    default = fitted(events)  # free text off: "No" is not a coded answer either
+    assert not [t for t in tokens_of(default, default.transform(events)) if t.startswith("TEXT/")]
 
 
 def test_numeric_values_are_binned_per_code_and_unit_on_train_only() -> None:
