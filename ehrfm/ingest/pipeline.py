@@ -154,10 +154,10 @@ class IngestWorkerDied(RuntimeError):
 def _worker_died(doing: str, files: list[str], workers: int) -> IngestWorkerDied:
     shown = ", ".join(files[:5]) + (f" (+{len(files) - 5} more)" if len(files) > 5 else "")
     return IngestWorkerDied(
-        f"an ingest worker process died while {doing} {shown}: it ended abruptly, most often "
-        "killed by the out-of-memory killer (or it could not start: a worker re-imports the script that "
-        "called ingest, so run it from a file, not from stdin). Nothing was written. Rerun with fewer workers (workers={workers} "
-        "now; workers=1 needs the least memory), or check how large those files are")
+        f"an ingest worker process died while {doing} {shown}: it ended abruptly, most often killed "
+        "by the out-of-memory killer (or it could not start: a worker re-imports the script that called "
+        f"ingest, so run it from a file, not from stdin). Nothing was written. Rerun with fewer workers "
+        f"(workers={workers} now; workers=1 needs the least memory), or check how large those files are")
 
 
 def _map_files(files: list[Path], config: IngestConfig, tmp: Path,

@@ -205,5 +205,5 @@ def test_a_worker_killed_mid_ingest_is_reported_with_its_files(shared_data: Path
     assert driver.returncode != 0
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("ehrfm.ingest.pipeline.IngestWorkerDied: an ingest worker process died while"), last
-    assert "out-of-memory killer" in last and ".json" in last and "Rerun with fewer workers" in last
+    assert "out-of-memory killer" in last and ".json" in last and "Rerun with fewer workers (workers=2 now" in last
     assert not (out / "metadata" / "dataset.json").exists()
