@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,7 @@ class Discovery:
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
     def ignored_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, reason in self.ignored:
-            counts[reason] = counts.get(reason, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(reason for _, reason in self.ignored).items()))
 
 
 def discover_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> Discovery:

@@ -28,9 +28,10 @@ from ehrfm.ingest.events import (
     SRC_ENTRY,
     SRC_FILE,
 )
+from ehrfm.ingest.fhirtime import BIRTH_SLACK_US
 from ehrfm.ingest.sources import location_text, read_records
 from ehrfm.ingest.worker import (
-    DELETE_SCHEMA,
+    LOCATED_SCHEMA,
     MEDICATION_SCHEMA,
     PATIENT_SCHEMA,
     REJECT_SCHEMA,
@@ -42,7 +43,6 @@ _RESOURCE_KEY = [SRC_FILE, SRC_ENTRY]
 
 
 _IDENTITY = [schema.RESOURCE_TYPE, schema.RESOURCE_ID]
-_DAY_MICROS = 86_400_000_000  # slack before birth: birthDate is a date, event times carry zones
 _REMOVED_SCHEMA = {SRC_FILE: pl.Int32(), SRC_ENTRY: pl.Int64(), "_reason": pl.String(), "_detail": pl.String()}
 
 
@@ -63,14 +63,11 @@ def _spill(tmp: Path, kind: str, columns: dict[str, pl.DataType]) -> pl.DataFram
     return pl.read_parquet(parts) if parts else pl.DataFrame(schema=columns)
 
 
-def read_patients(tmp: Path, removed: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Every Patient with a copy that stands (not deleted, not a losing duplicate).
-
-    Raises if two ids ever hash to one subject_id.
+def standing_patients(copies: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
+    """Every Patient (of the spilled ``copies``) with a copy that stands: not deleted, not a
+    losing duplicate. Raises if two ids ever hash to one subject_id.
     """
-    patients = _spill(tmp, "patients", PATIENT_SCHEMA)
-    if removed is not None and removed.height:
-        patients = patients.join(removed, on=_RESOURCE_KEY, how="anti")
+    patients = copies.join(removed, on=_RESOURCE_KEY, how="anti") if removed.height else copies
     patients = (
         patients.sort(_RESOURCE_KEY)
         .unique("patient_id", keep="first", maintain_order=True)
@@ -85,10 +82,10 @@ def read_patients(tmp: Path, removed: pl.DataFrame | None = None) -> pl.DataFram
     return patients
 
 
-def read_medications(tmp: Path, removed: pl.DataFrame | None = None) -> pl.DataFrame:
+def read_medications(tmp: Path, removed: pl.DataFrame) -> pl.DataFrame:
     """Every Medication copy that stands (id, code or null, description), in input order."""
     medications = _spill(tmp, "medications", MEDICATION_SCHEMA)
-    if removed is not None and removed.height:
+    if removed.height:
         medications = medications.join(removed, on=_RESOURCE_KEY, how="anti")
     return medications.sort(_RESOURCE_KEY).select("medication_id", "code", "description")
 
@@ -159,7 +156,7 @@ def resolve_copies(tmp: Path, files: list[str], config: IngestConfig, partitions
     """
     event_parts = sorted((tmp / "events").glob("bucket=*/*.parquet"))
     resource_parts = sorted((tmp / "resources").glob("*.parquet"))
-    deletes = _spill(tmp, "deletes", DELETE_SCHEMA)
+    deletes = _spill(tmp, "deletes", LOCATED_SCHEMA)
     if not event_parts and not resource_parts:
         return pl.DataFrame(schema=_REMOVED_SCHEMA)
     columns = [*_IDENTITY, *_RESOURCE_KEY]
@@ -195,12 +192,7 @@ def resolve_copies(tmp: Path, files: list[str], config: IngestConfig, partitions
     standing = copies.filter(~is_deleted)
     standing = standing.join(standing.group_by(_IDENTITY).len("_standing"), on=_IDENTITY).filter(
         pl.col("_standing") > 1)
-    if standing.height:
-        standing = _copy_facts(standing, files, config)
-    standing = standing.with_columns(
-        pl.col("last_updated") if "last_updated" in standing.columns else pl.lit(None, pl.Int64).alias("last_updated"),
-        pl.col("content_hash") if "content_hash" in standing.columns else pl.lit(None, pl.Int64).alias("content_hash"),
-    ).sort(
+    standing = _copy_facts(standing, files, config).sort(
         [pl.col("last_updated"), pl.col(SRC_FILE), pl.col(SRC_ENTRY)],
         descending=[True, False, False], nulls_last=True,
     ).with_columns(
@@ -261,9 +253,10 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     shared = tmp / "finalize"
     shared.mkdir(parents=True, exist_ok=True)
     removed = resolve_copies(tmp, files, config, partitions=len(shards))
-    patients = read_patients(tmp, removed)
+    patient_copies = _spill(tmp, "patients", PATIENT_SCHEMA)
+    patients = standing_patients(patient_copies, removed)
     medications = read_medications(tmp, removed)
-    removed_patients = _spill(tmp, "patients", PATIENT_SCHEMA).join(removed, on=_RESOURCE_KEY, how="inner").select(
+    removed_patients = patient_copies.join(removed, on=_RESOURCE_KEY, how="inner").select(
         pl.col("patient_id").alias(schema.RESOURCE_ID), "_reason")
     patients.write_parquet(shared / "patients.parquet")
     _patient_notes(tmp, patients, removed_patients).write_parquet(shared / "patient_notes.parquet")
@@ -420,7 +413,7 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
               .group_by(schema.SUBJECT_ID).agg(pl.col(schema.TIME).min().alias("_birth")))
     if births.height:
         timed = events.join(births, on=schema.SUBJECT_ID, how="inner").filter(
-            pl.col(schema.TIME) < pl.col("_birth") - _DAY_MICROS)
+            pl.col(schema.TIME) < pl.col("_birth") - BIRTH_SLACK_US)
         as_date = [pl.col(c).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%d %H:%M") for c in (schema.TIME, "_birth")]
         reject(timed, "before birth",
                pl.format("an event at {} is before the patient's birth ({})", *as_date), keep=True)

@@ -88,20 +88,11 @@ def _parse_slowly(raw: bytes) -> tuple[Any, bool]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # orjson reports this first; kept for completeness
         raise JsonProblem("invalid UTF-8", f"byte {exc.start} is not UTF-8") from None
-    repeats: list[bool] = []
-
-    def mark_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result = dict(pairs)
-        if len(result) != len(pairs):
-            _mark(result, pairs)
-            repeats.append(True)
-        return result
-
     try:
-        value = json.loads(text, object_pairs_hook=mark_duplicates, parse_constant=_refuse_constant)
+        value = json.loads(text, object_pairs_hook=_marking_hook, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise JsonProblem("malformed JSON", str(exc)) from None
-    return value, bool(repeats)
+    return value, duplicate_key_path(value) is not None
 
 
 def parse_json_documents(raw: bytes) -> list[Any] | None:

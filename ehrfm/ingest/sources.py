@@ -40,7 +40,13 @@ from ehrfm.ingest.byte_streams import (
     strip_bom,
 )
 from ehrfm.ingest.discovery import FHIR_NAME, InputError, discover_files, discover_inputs
-from ehrfm.ingest.json_values import JsonProblem, duplicate_key_path, parse_json, parse_json_documents
+from ehrfm.ingest.json_values import (
+    DUPLICATES_MARK,
+    JsonProblem,
+    duplicate_key_path,
+    parse_json,
+    parse_json_documents,
+)
 from ehrfm.ingest.references import BundleIndex
 
 __all__ = ["InputError", "Record", "discover_files", "discover_inputs", "location_text", "read_records",
@@ -479,8 +485,6 @@ def _index_of(entries: list[Any], outer: BundleIndex) -> BundleIndex:
 
 
 def _marked(value: dict[str, Any]) -> bool:
-    from ehrfm.ingest.json_values import DUPLICATES_MARK
-
     return DUPLICATES_MARK in value
 
 

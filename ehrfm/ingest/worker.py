@@ -49,16 +49,13 @@ MEDICATION_SCHEMA: dict[str, pl.DataType] = {
     "medication_id": pl.String(), "code": pl.String(), "description": pl.String(),
     "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
-# One row per reference-data resource kept (a Medication, which has no events): where each copy
-# is. With the events spill, that says where every copy of every resource is.
-# Duplicates are rare, so what deciding between copies needs (meta.lastUpdated, a hash of the
-# content) is read again from the files, for those copies only, at finalize.
-RESOURCE_SCHEMA: dict[str, pl.DataType] = {
-    schema.RESOURCE_TYPE: pl.String(), schema.RESOURCE_ID: pl.String(),
-    "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
-}
-# Transaction DELETEs: every copy of the resource read before the DELETE is removed at finalize.
-DELETE_SCHEMA: dict[str, pl.DataType] = {
+# Where one copy of a resource is, for two spills. "resources": one row per reference-data
+# resource kept (a Medication, which has no events); with the events spill, that says where every
+# copy of every resource is. Duplicates are rare, so what deciding between copies needs
+# (meta.lastUpdated, a hash of the content) is read again from the files, for those copies only,
+# at finalize. "deletes": one row per transaction DELETE; every copy of the resource read before
+# it is removed at finalize.
+LOCATED_SCHEMA: dict[str, pl.DataType] = {
     schema.RESOURCE_TYPE: pl.String(), schema.RESOURCE_ID: pl.String(),
     "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
@@ -129,10 +126,9 @@ class _Spill:
                 self._path("medications")
             )
             emitter.medications.clear()
-        for rows, kind, columns in ((self.resources, "resources", RESOURCE_SCHEMA),
-                                    (self.deletes, "deletes", DELETE_SCHEMA)):
+        for rows, kind in ((self.resources, "resources"), (self.deletes, "deletes")):
             if rows:
-                pl.DataFrame(rows, schema=columns, orient="row").write_parquet(self._path(kind))
+                pl.DataFrame(rows, schema=LOCATED_SCHEMA, orient="row").write_parquet(self._path(kind))
                 rows.clear()
         if self.rejects:
             pl.DataFrame(self.rejects, schema=REJECT_SCHEMA).write_parquet(self._path("rejects"))
@@ -207,7 +203,7 @@ def _ingest_record(record: Record, file_index: int, path: Path, config: IngestCo
         return
     security = None
     meta = resource.get("meta")
-    if meta is not None and isinstance(meta, dict) and "security" in meta:
+    if isinstance(meta, dict) and "security" in meta:
         labels = security_labels(resource)
         if labels and config.exclude_security_labels and _excluded(labels, config.exclude_security_labels):
             result.skipped[(resource_type, "excluded security label")] += 1
