@@ -59,7 +59,7 @@ SPILL_SCHEMA: dict[str, pl.DataType] = {
     PATIENT: pl.String(),
 }
 
-_FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class EventEmitter:
@@ -207,7 +207,7 @@ class EventEmitter:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Reject("invalid value", f"{self.resource_type}.{field} is not a number: {value!r}")
         number = float(value)
-        if number != number or abs(number) > _FLOAT32_MAX:
+        if number != number or abs(number) > FLOAT32_MAX:
             raise Reject("invalid value", f"{self.resource_type}.{field} is not finite in float32: {value!r}")
         return number
 

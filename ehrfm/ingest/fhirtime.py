@@ -27,7 +27,10 @@ from datetime import datetime, timedelta, timezone
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_DAY_US = 86_400_000_000
+DAY_US = 86_400_000_000
+# How far before a birth an event (or a death) may be and still count as not before it:
+# birthDate is a date in no zone, event times carry zones.
+BIRTH_SLACK_US = DAY_US
 # The first and last microsecond a datetime can hold (years 0001..9999), relative to the epoch.
 _MIN_US = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
 _MAX_US = (datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
@@ -69,7 +72,7 @@ def to_utc_micros(value: object, *, start: bool = False) -> int:
     except ValueError as exc:
         raise FhirTimeError(f"not a valid calendar date: {value!r} ({exc})") from None
     first_us = (first_day - _EPOCH) // _ONE_MICROSECOND
-    return first_us if start else first_us + span_days * _DAY_US - 1
+    return first_us if start else first_us + span_days * DAY_US - 1
 
 
 def _instant_micros(value: str) -> int:

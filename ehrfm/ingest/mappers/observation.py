@@ -57,8 +57,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ehrfm.ingest.events import EventEmitter, Reject
-from ehrfm.ingest.fhirtime import FhirTimeError, to_utc_micros
+from ehrfm.ingest.events import FLOAT32_MAX, EventEmitter, Reject
+from ehrfm.ingest.fhirtime import DAY_US, FhirTimeError, to_utc_micros
 from ehrfm.ingest.vocabulary import code_from_concept
 
 _TIME_FIELDS = ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued")
@@ -69,8 +69,6 @@ _VALUE_KEYS = (
 _VALUE_KEY_SET = frozenset(_VALUE_KEYS) | {"dataAbsentReason"}
 _ABSENT = object()
 _COMPARATORS = frozenset({"<", "<=", ">=", ">", "ad"})
-_DAY_US = 86_400_000_000
-_FLOAT32_MAX = 3.4028234663852886e38
 
 # (numeric_value, text_value, unit) of one value element.
 _Value = tuple[float | None, str | None, str | None]
@@ -196,7 +194,7 @@ def _quantity(quantity: Any, out: EventEmitter, where: str) -> _Value:
     value = quantity.get("value", _ABSENT)
     if value is _ABSENT:
         numeric = None
-    elif type(value) is float and -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # NaN fails both
+    elif type(value) is float and -FLOAT32_MAX <= value <= FLOAT32_MAX:  # NaN fails both
         numeric = value
     else:
         numeric = out.number(value, f"{where}valueQuantity.value")
@@ -241,7 +239,7 @@ def _ratio(value: Any, out: EventEmitter, field: str) -> _Value:
     if numerator is None or denominator is None or denominator == 0:
         return None, "ratio", None
     quotient = numerator / denominator
-    if abs(quotient) > _FLOAT32_MAX:
+    if abs(quotient) > FLOAT32_MAX:
         return None, "ratio", None
     if den_unit is not None:
         unit: str | None = f"{num_unit or '1'}/{den_unit}"
@@ -260,4 +258,4 @@ def _period(value: Any, where: str) -> _Value:
         return None, "period", None
     if end < start:
         return None, "period", None
-    return (end - start) / _DAY_US, "period", "d"
+    return (end - start) / DAY_US, "period", "d"

@@ -6,10 +6,10 @@ from typing import Any
 
 from ehrfm import schema
 from ehrfm.ingest.events import EventEmitter, Reject
+from ehrfm.ingest.fhirtime import BIRTH_SLACK_US
 
 _RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 _ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
-_DAY_MICROS = 86_400_000_000
 _BIRTHSEX_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex"
 
 
@@ -40,8 +40,7 @@ def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
 
     if resource.get("deceasedDateTime") is not None:
         death = out.time(resource["deceasedDateTime"], "deceasedDateTime")
-        # A day of slack: birthDate is a date, a death time carries a zone.
-        if birth_time is not None and death < birth_time - _DAY_MICROS:
+        if birth_time is not None and death < birth_time - BIRTH_SLACK_US:
             raise Reject("death before birth",
                          f"deceasedDateTime {resource['deceasedDateTime']!r} is before birthDate {birth!r}")
         out.emit(schema.DEATH_CODE, death, description="Death")
