@@ -46,7 +46,6 @@ depends only on earlier events, so a cutoff never changes the streams of the eve
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -130,7 +129,12 @@ def is_coded_text(text: str) -> bool:
     >>> [is_coded_text(t) for t in ("Dr/Smith", "Jane Doe", "SNOMED/Jane Doe", "TEXT/Feels dizzy", "No")]
     [False, False, False, False, False]
     """
-    return text in VALUE_MARKERS or re.fullmatch(_CODED_ANSWER, text) is not None
+    return pl.select(coded_text_expr(pl.lit(text, dtype=pl.String))).item()
+
+
+def coded_text_expr(text: pl.Expr) -> pl.Expr:
+    """Polars form of :func:`is_coded_text`, the one the tokenizer applies."""
+    return text.is_in(list(VALUE_MARKERS)) | text.str.contains(CODED_ANSWER_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def text_token_expr(rules: SequenceRules) -> pl.Expr:
         & ~is_note
     )
     if not rules.free_text_tokens:
-        eligible = eligible & (text.is_in(list(VALUE_MARKERS)) | text.str.contains(CODED_ANSWER_PATTERN))
+        eligible = eligible & coded_text_expr(text)
     return pl.when(eligible).then(pl.format(f"{TEXT_PREFIX}/{{}}", text)).otherwise(None)
 
 

@@ -16,10 +16,10 @@ from meds_builders import event, events_frame, patient, visit, write_meds
 
 from ehrfm.tokenize import EventTokenizer, TokenizerFormatError, run_tokenize
 from ehrfm.tokenize.sequences import (
-    CODED_ANSWER_PATTERN,
     CODED_VOCABS,
     FREE_TEXT_CODE,
     VALUE_MARKERS,
+    coded_text_expr,
     is_coded_text,
 )
 from ehrfm.tokenize.tokenizer import BINS_FILE, CONFIG_FILE, VOCAB_FILE
@@ -145,8 +145,7 @@ def test_no_names_in_either_value_mode(tmp_path: Path, value_tokens: str) -> Non
 def test_which_text_values_count_as_coded(text: str, coded: bool) -> None:
     assert is_coded_text(text) is coded
     frame = pl.DataFrame({"t": [text]})  # the Polars expression gives the same answer
-    assert frame.select(pl.col("t").is_in(list(VALUE_MARKERS)) | pl.col("t").str.contains(CODED_ANSWER_PATTERN)
-                        ).item() is coded
+    assert frame.select(coded_text_expr(pl.col("t"))).item() is coded
 
 
 def test_coded_vocabularies_are_the_ones_ingest_writes() -> None:
