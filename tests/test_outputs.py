@@ -41,3 +41,32 @@ def test_overlap_sees_through_symlinks(tmp_path: Path) -> None:
     with pytest.raises(OutputOverlapsInputError, match="is the input"):
         refuse_overlap(tmp_path / "alias", [tmp_path / "in"])
     refuse_overlap(tmp_path / "out", [tmp_path / "in"])  # a sibling is fine
+
+
+def test_overwrite_goes_by_the_marker(tmp_path: Path) -> None:
+    from ehrfm.outputs import MARKER_FILE, NotWrittenByEhrfmError
+
+    out = tmp_path / "out"
+    prepare_output(out, ["data", "summary.json"], overwrite=False)
+    # a run that died while writing: the claimed parts are already in the marker
+    (out / "data").mkdir()
+    (out / "data" / "0.parquet").write_text("half")
+    (out / "summary.json").write_text("{}")
+    (out / "mine.txt").write_text("user")
+    assert prepare_output(out, ["data", "summary.json"], overwrite=True) == []
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, "mine.txt"]
+    # another stage claiming a user's file in the same folder is refused, and removes nothing
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(NotWrittenByEhrfmError, match=r"mine.txt: ehrfm did not write this"):
+        prepare_output(out, ["summary.json", "mine.txt"], overwrite=True)
+    assert (out / "summary.json").exists() and (out / "mine.txt").read_text() == "user"
+
+
+def test_a_damaged_marker_is_named(tmp_path: Path) -> None:
+    from ehrfm.outputs import MARKER_FILE
+
+    (tmp_path / MARKER_FILE).write_text("not json")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ValueError, match=r"\.ehrfm-output\.json: not an ehrfm output marker"):
+        prepare_output(tmp_path, ["data"], overwrite=True)
+    assert (tmp_path / "data").is_dir()

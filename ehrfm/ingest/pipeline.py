@@ -34,7 +34,7 @@ from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
 from ehrfm.meds_dataset import mark_complete
-from ehrfm.outputs import prepare_output, refuse_overlap
+from ehrfm.outputs import exclusive_output, prepare_output, refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -69,41 +69,43 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
     output = Path(config.output)
     folders = [Path(i) for i in config.inputs if Path(i).is_dir()]
     refuse_overlap(output, [*folders, *files])
-    prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
-    # A private scratch folder per run: workers of an earlier run that was killed can never write
-    # into this one's. Scratch folders such runs left behind are removed (only ehrfm's, by name).
-    for stale in output.glob(f"{_TMP}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}-", dir=output))
-    try:
-        workers = min(config.worker_count, len(files))
-        with _worker_pool(workers) as pool:
-            map_fn = pool.map if pool is not None else map
-            batch = _map_files(files, config, tmp, map_fn, workers)
-            file_names = [str(p) for p in files]
-            try:
-                final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
-            except BrokenProcessPool:
-                raise _worker_died("writing the output shards to", [str(output / "data")], workers) from None
-        patients = final.patients
-        descriptions = {**final.descriptions,
-                        **{code: found[2] for code, found in batch.descriptions.items()}}
-        if batch.events != final.events + final.removed_events:
-            raise IngestIntegrityError(
-                f"the workers emitted {batch.events} events but finalize saw "
-                f"{final.events + final.removed_events} ({final.events} written, {final.removed_events} "
-                "rejected): events were lost or added between the two steps; nothing is marked complete")
-        _write_rejects(tmp, output, finalize_rejects)
-        summary = IngestSummary.from_counts(
-            files=len(files), read=batch.read, skipped=batch.skipped,
-            rejected=batch.rejected + final.rejected, written=final.written, events=final.events,
-            subjects=patients.height, shards=len(final.shards), seconds=time.perf_counter() - started,
-            input_bytes=sum(p.stat().st_size for p in files),
-            ignored=discovery.ignored, parts_skipped=batch.parts_skipped,
-        )
-        _write_metadata(output, config, summary, patients, final.codes, descriptions)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive_output(output, "ingest"):
+        prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
+        # A private scratch folder per run: workers of an earlier run that was killed can never write
+        # into this one's. Scratch folders left by runs that died are removed (only ehrfm's, by name;
+        # the lock says no live run is using them).
+        for stale in output.glob(f"{_TMP}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}-", dir=output))
+        try:
+            workers = min(config.worker_count, len(files))
+            with _worker_pool(workers) as pool:
+                map_fn = pool.map if pool is not None else map
+                batch = _map_files(files, config, tmp, map_fn, workers)
+                file_names = [str(p) for p in files]
+                try:
+                    final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
+                except BrokenProcessPool:
+                    raise _worker_died("writing the output shards to", [str(output / "data")], workers) from None
+            patients = final.patients
+            descriptions = {**final.descriptions,
+                            **{code: found[2] for code, found in batch.descriptions.items()}}
+            if batch.events != final.events + final.removed_events:
+                raise IngestIntegrityError(
+                    f"the workers emitted {batch.events} events but finalize saw "
+                    f"{final.events + final.removed_events} ({final.events} written, {final.removed_events} "
+                    "rejected): events were lost or added between the two steps; nothing is marked complete")
+            _write_rejects(tmp, output, finalize_rejects)
+            summary = IngestSummary.from_counts(
+                files=len(files), read=batch.read, skipped=batch.skipped,
+                rejected=batch.rejected + final.rejected, written=final.written, events=final.events,
+                subjects=patients.height, shards=len(final.shards), seconds=time.perf_counter() - started,
+                input_bytes=sum(p.stat().st_size for p in files),
+                ignored=discovery.ignored, parts_skipped=batch.parts_skipped,
+            )
+            _write_metadata(output, config, summary, patients, final.codes, descriptions)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not summary.balanced:
         raise RuntimeError(f"ingest counts do not add up (a bug in ehrfm): {summary.totals()}")
     return summary

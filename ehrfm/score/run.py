@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,7 +59,9 @@ from ehrfm.meds_dataset import (
 from ehrfm.outputs import (
     ensure_output_dir,
     meds_protected,
+    record_written,
     refuse_overlap,
+    remove_written,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -114,10 +115,8 @@ def _claim(output: Path, key: dict[str, Any], overwrite: bool, *, worker: bool) 
             raise FileExistsError(f"{output} holds score outputs without {KEY_FILE}; pass overwrite=true to "
                                   "replace them, or choose another output")
     if (overwrite or previous != key) and not worker:
-        for folder in (PARTS_DIR, STATES_DIR):
-            shutil.rmtree(output / folder, ignore_errors=True)
-        for name in FINAL_FILES:
-            (output / name).unlink(missing_ok=True)
+        remove_written(output, ours)
+    record_written(output, [path.relative_to(output) for path in ours] + [KEY_FILE])
     if previous != key:
         write_text_atomic(key_path, json.dumps(key, indent=2, sort_keys=True) + "\n")
 

@@ -684,3 +684,46 @@ def test_meds_stages_refuse_to_write_over_the_dataset_they_read(tmp_path: Path) 
     assert sorted(p.read_bytes() for p in (meds / "data").rglob("*.parquet")) == shards
     # inside the dataset folder but outside its data and metadata is fine
     label_dataset(meds, ["mortality_1y"], meds / "labels")
+
+
+def test_overwrite_removes_only_what_ehrfm_wrote(tmp_path: Path) -> None:
+    import ehrfm
+    from ehrfm.outputs import MARKER_FILE, NotWrittenByEhrfmError
+
+    src = write_ndjson(tmp_path / "in" / "p.ndjson", [patient("p1"), observation("o1")])
+    # a folder of the user's that happens to hold a data/ of their own: never removed
+    theirs = tmp_path / "project"
+    (theirs / "data").mkdir(parents=True)
+    (theirs / "data" / "cohort.csv").write_text("subject_id\n1\n")
+    with pytest.raises(NotWrittenByEhrfmError, match=r"project/data: ehrfm did not write this"):
+        ehrfm.ingest_fhir(src, theirs, workers=1, overwrite=True)
+    assert (theirs / "data" / "cohort.csv").read_text() == "subject_id\n1\n"
+    assert not (theirs / "metadata").exists(), "a refused overwrite removes nothing"
+
+    # ehrfm's own output is replaced, and a user's file beside it stays
+    ours = tmp_path / "meds"
+    first = ehrfm.ingest_fhir(src, ours, workers=1)
+    (ours / "README.txt").write_text("site notes")
+    again = ehrfm.ingest_fhir(src, ours, workers=1, overwrite=True)
+    assert again.totals() == first.totals()
+    assert (ours / "README.txt").read_text() == "site notes"
+    # a marker deleted by hand: ehrfm no longer knows the parts are its own, so it refuses
+    (ours / MARKER_FILE).unlink()
+    with pytest.raises(NotWrittenByEhrfmError, match=r"meds/(data|metadata)"):
+        ehrfm.ingest_fhir(src, ours, workers=1, overwrite=True)
+
+
+def test_a_second_ingest_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
+    import ehrfm
+    from ehrfm.outputs import OutputInUseError, exclusive_output
+
+    src = write_ndjson(tmp_path / "in" / "p.ndjson", [patient("p1")])
+    out = tmp_path / "out"
+    with exclusive_output(out, "ingest"):  # as a run in another process holds it
+        (out / ".ehrfm_tmp-live").mkdir()  # that run's scratch
+        with pytest.raises(OutputInUseError, match=r"out: another ehrfm ingest is writing to this folder now"):
+            ehrfm.ingest_fhir(src, out, workers=1, overwrite=True)
+        assert (out / ".ehrfm_tmp-live").is_dir(), "a live run's scratch is left alone"
+    # once it is gone (released, or killed: the lock dies with its process) the folder is free
+    assert ehrfm.ingest_fhir(src, out, workers=1).resources_written == 1
+    assert not (out / ".ehrfm_tmp-live").exists(), "scratch of a run that is gone is removed"

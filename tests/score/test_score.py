@@ -101,6 +101,18 @@ def test_rerun_resumes_and_writes_identical_files(scoring_world: dict[str, Path]
     assert set(pl.read_parquet(out / "predictions.parquet")["task"]) == {TASKS[0]}
 
 
+def test_overwrite_leaves_files_ehrfm_did_not_write(scoring_world: dict[str, Path], tmp_path: Path) -> None:
+    from ehrfm.outputs import NotWrittenByEhrfmError
+
+    out = tmp_path / "team_folder"
+    out.mkdir()
+    (out / "summary.json").write_text('{"owner": "the analytics team"}')
+    with pytest.raises(NotWrittenByEhrfmError, match=r"summary.json: ehrfm did not write this"):
+        score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out),
+              overwrite=True)
+    assert (out / "summary.json").read_text() == '{"owner": "the analytics team"}'
+
+
 def test_an_interrupted_run_leaves_no_file_that_looks_complete(scoring_world: dict[str, Path], tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
