@@ -40,6 +40,11 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
+def __dir__() -> list[str]:
+    # The lazily loaded names are part of the public surface: dir(ehrfm) and tab completion show them.
+    return sorted({*globals(), *_LAZY})
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

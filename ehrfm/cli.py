@@ -31,7 +31,8 @@ USAGE_TAIL = """
 Each stage reads conf/<stage>.yaml; override any key on the command line, e.g.
   ehrfm ingest input=../fhir output=meds num_shards=8
   ehrfm ingest --cfg job          (print the composed config and exit)
-  ehrfm <stage> --help            (Hydra's help for that stage)
+  ehrfm <stage> --help            (that stage's keys, their defaults and what they mean)
+  ehrfm <stage> --hydra-help      (Hydra's own flags)
 """
 
 
@@ -130,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ehrfm: unknown stage {name!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
+    if any(flag in ("-h", "--help") for flag in overrides):
+        from ehrfm.stage_help import stage_help
+
+        print(stage_help(stage.name, stage.summary), end="")
+        return 0
+    if "--hydra-help" in overrides:  # Hydra's generic page, for its own flags
+        overrides = ["--help" if flag == "--hydra-help" else flag for flag in overrides]
     return _run_hydra_stage(stage, overrides)
 
 

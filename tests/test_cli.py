@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from ehrfm.cli import STAGES, main
 
@@ -99,3 +100,39 @@ def test_an_interrupted_stage_exits_non_zero_and_says_so(raised: str, code: int,
     err = capsys.readouterr().err
     assert f"ehrfm pretrain: stopped by {cause} before it finished" in err
     assert "add ckpt_path=last to resume" in err
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_help_shows_every_key_of_that_stage_with_its_default(name: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from ehrfm.cli import compose_stage
+
+    assert main([name, "--help"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith(f"usage: ehrfm {name} ")
+    composed = OmegaConf.to_container(compose_stage(name), resolve=False)  # keeps ??? (required) keys
+    for key, value in composed.items():
+        if isinstance(value, (dict, list)):
+            assert key in page, key  # a group (model=tiny) or a block of keys
+            continue
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        assert any(line.strip().startswith(f"{key}:") and shown in line for line in page.splitlines()), (key, shown)
+    # groups of other stages are not listed (Hydra's generic page lists them all)
+    others = {f"{other}_experiment" for other in STAGES if other != name}
+    assert not any(group in page for group in others)
+
+
+def test_hydra_help_stays_reachable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["label", "--hydra-help"]) == 0
+    assert "Powered by Hydra" in capsys.readouterr().out
+
+
+def test_dir_lists_the_public_api_and_results_convert_to_pandas(tmp_path: Path) -> None:
+    import ehrfm
+    from ehrfm.meds_dataset import read_splits
+    from ehrfm.resources import example_fhir_dir
+
+    assert {"ingest_fhir", "EventTokenizer", "load_task", "RiskModel", "IngestConfig"} <= set(dir(ehrfm))
+    ehrfm.ingest_fhir(example_fhir_dir(), tmp_path / "meds", workers=1)
+    frame = read_splits(tmp_path / "meds").to_pandas()
+    assert list(frame.columns[:2]) == ["subject_id", "split"] and len(frame) > 0
