@@ -33,7 +33,7 @@ def test_every_stage_refuses_an_incomplete_dataset(interrupted: Path, tmp_path: 
         label_meds_dataset(interrupted, ["mortality_1y"], tmp_path / "labels")
     with pytest.raises(IncompleteMedsDatasetError, match=expected):
         tokenize_dataset(interrupted, EventTokenizer(min_count=1), tmp_path / "tokens")
-    assert not (tmp_path / "labels" / "mortality_1y.parquet").exists()
+    assert not (tmp_path / "labels" / "mortality_1y").exists()
 
 
 def test_ingest_writes_the_marker_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
