@@ -143,8 +143,8 @@ def incremental_vs_full(bundle: str, today: Path, work: Path, label: str) -> Non
     incremental = run(**common, input=str(today), output=str(work / "today_incremental"),
                       states_from=str(work / "yesterday" / "states"))
     full = run(**common, input=str(today), output=str(work / "today_full"))
-    a = pl.read_parquet(work / "today_incremental" / "predictions.parquet")
-    b = pl.read_parquet(work / "today_full" / "predictions.parquet")
+    a = pl.read_parquet(work / "today_incremental" / "prediction_details.parquet")
+    b = pl.read_parquet(work / "today_full" / "prediction_details.parquet")
     joined = a.join(b, on=["subject_id", "prediction_time", "task"])
     difference = (joined["predicted_boolean_probability"] - joined["predicted_boolean_probability_right"]).abs()
     states_mb = sum(p.stat().st_size for p in (work / "yesterday" / "states").iterdir()) / 2**20

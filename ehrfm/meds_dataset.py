@@ -7,7 +7,9 @@ a ``FileNotFoundError``, when the file or folder is absent).
 
 Layout (MEDS v0.4)::
 
-    <meds_dir>/data/**/*.parquet                  events: subject_id, time, code, ...
+    <meds_dir>/data/<split>/<n>.parquet           events: subject_id, time, code, ... (split-sharded,
+                                                  as ehrfm ingest and MEDS-Transforms write them)
+    <meds_dir>/data/<n>.parquet                   the same, flat (older ehrfm, other ETLs)
     <meds_dir>/metadata/subject_splits.parquet    subject_id, split (train / tuning / held_out)
     <meds_dir>/metadata/subjects.parquet          subject_id <-> FHIR Patient id (ehrfm ingest)
     <meds_dir>/metadata/dataset.json              MEDS dataset metadata: written last, it marks the
@@ -21,6 +23,10 @@ Layout (MEDS v0.4)::
 ['held_out', 'train', 'tuning']
 >>> read_subjects(meds).columns[:2]
 ['subject_id', 'fhir_patient_id']
+>>> sorted({shard_split(meds, p) for p in data_shards(meds)})
+['held_out', 'train', 'tuning']
+>>> [shard_id(meds, p) for p in data_shards(meds, splits=["train"])]
+['train-0']
 >>> read_splits(tempfile.mkdtemp())
 Traceback (most recent call last):
 ...
@@ -31,13 +37,14 @@ ehrfm.meds_dataset.MissingMedsFileError: .../metadata/subject_splits.parquet: mi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from meds import DatasetMetadataSchema, data_subdirectory, dataset_metadata_filepath, subject_splits_filepath
 
-from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
+from ehrfm.schema import SPLIT, SPLITS, SUBJECT_ID, TRAIN
 
 __all__ = [
     "FHIR_PATIENT_ID",
@@ -52,6 +59,8 @@ __all__ = [
     "read_splits",
     "read_subjects",
     "scan_events",
+    "shard_id",
+    "shard_split",
     "train_events",
 ]
 
@@ -83,9 +92,16 @@ def mark_complete(meds_dir: str | Path, metadata: dict[str, Any]) -> Path:
     return write_text_atomic(Path(meds_dir) / dataset_metadata_filepath, json.dumps(metadata, indent=2) + "\n")
 
 
-def data_shards(meds_dir: str | Path) -> list[Path]:
-    """The dataset's ``data/**/*.parquet`` files, sorted; an error names the folder if none, or if
-    the dataset is incomplete (no ``metadata/dataset.json``, see :func:`mark_complete`)."""
+def data_shards(meds_dir: str | Path, *, splits: Iterable[str] | None = None) -> list[Path]:
+    """The dataset's event shards, sorted: ``data/<split>/**/*.parquet`` and flat ``data/*.parquet``.
+
+    An error names the folder if there are none, or if the dataset is incomplete (no
+    ``metadata/dataset.json``, see :func:`mark_complete`). With ``splits``, a split-sharded
+    dataset gives only those splits' folders; a shard whose folder names no split (a flat
+    shard, or ``data/part-0/``) may hold anyone, so it is always kept: callers that need
+    exactly those subjects filter by ``metadata/subject_splits.parquet`` (as :func:`scan_events`
+    does).
+    """
     root = Path(meds_dir) / data_subdirectory
     shards = sorted(root.rglob("*.parquet"))
     if not shards:
@@ -95,7 +111,26 @@ def data_shards(meds_dir: str | Path) -> list[Path]:
             f"{Path(meds_dir) / dataset_metadata_filepath}: missing, so {meds_dir} is not a complete MEDS "
             "dataset (an interrupted `ehrfm ingest` leaves its event shards without it): run the ingest "
             "again; a dataset from another ETL needs its MEDS dataset.json")
-    return shards
+    if splits is None:
+        return shards
+    wanted = set(splits)
+    return [p for p in shards if shard_split(meds_dir, p) in wanted or shard_split(meds_dir, p) is None]
+
+
+def shard_split(meds_dir: str | Path, shard: str | Path) -> str | None:
+    """The split a shard's folder names (``data/train/0.parquet`` -> ``'train'``), or None for a flat
+    shard or a folder that is not one of the MEDS split names (train, tuning, held_out)."""
+    parts = Path(shard).relative_to(Path(meds_dir) / data_subdirectory).parts
+    return parts[0] if len(parts) > 1 and parts[0] in SPLITS else None
+
+
+def shard_id(meds_dir: str | Path, shard: str | Path) -> str:
+    """A name for a shard that is unique in its dataset and safe as a file stem: its path under
+    ``data/`` without ``.parquet``, folders joined by ``-`` (``train/0.parquet`` -> ``'train-0'``;
+    the flat ``0.parquet`` -> ``'0'``). Outputs kept per shard (score parts) are named by it,
+    because stems repeat across split folders."""
+    relative = Path(shard).relative_to(Path(meds_dir) / data_subdirectory)
+    return "-".join(relative.with_suffix("").parts)
 
 
 def has_event_shards(path: str | Path) -> bool:
@@ -111,9 +146,19 @@ def is_meds_dataset(path: str | Path) -> bool:
             and (path / dataset_metadata_filepath).is_file())
 
 
-def scan_events(meds_dir: str | Path) -> pl.LazyFrame:
-    """Every event of every shard, lazily."""
-    return pl.scan_parquet([str(p) for p in data_shards(meds_dir)])
+def scan_events(meds_dir: str | Path, *, splits: Iterable[str] | None = None) -> pl.LazyFrame:
+    """Every event of every shard, lazily; with ``splits``, only those splits' subjects.
+
+    A split-sharded dataset is read only in those splits' folders (and flat shards, which may
+    hold anyone); the subjects are still checked against ``metadata/subject_splits.parquet``,
+    so a subject filed in the wrong folder never leaks into another split.
+    """
+    if splits is None:
+        return pl.scan_parquet([str(p) for p in data_shards(meds_dir)])
+    wanted = list(splits)
+    ids = read_splits(meds_dir).filter(pl.col(SPLIT).is_in(wanted)).select(SUBJECT_ID)
+    shards = data_shards(meds_dir, splits=wanted)
+    return pl.scan_parquet([str(p) for p in shards]).join(ids.lazy(), on=SUBJECT_ID, how="semi")
 
 
 def _read_columns(path: Path, columns: tuple[str, ...], what: str) -> pl.DataFrame:
@@ -151,9 +196,8 @@ def read_subjects(meds_dir: str | Path) -> pl.DataFrame:
 
 
 def train_events(meds_dir: str | Path) -> pl.LazyFrame:
-    """All events of train subjects, lazily, across every shard."""
+    """All events of train subjects, lazily (a split-sharded dataset is read in ``data/train/`` only)."""
     splits = read_splits(meds_dir)
-    train_ids = splits.filter(pl.col(SPLIT) == TRAIN).select(SUBJECT_ID)
-    if train_ids.height == 0:
+    if splits.filter(pl.col(SPLIT) == TRAIN).height == 0:
         raise MedsDatasetError(f"{Path(meds_dir) / subject_splits_filepath}: no subject has split {TRAIN!r}")
-    return scan_events(meds_dir).join(train_ids.lazy(), on=SUBJECT_ID, how="semi")
+    return scan_events(meds_dir, splits=[TRAIN])

@@ -38,6 +38,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (RESOURCE_TYPE, RESOURCE_ID, ENCOUNTER_ID, UNIT
 # the MEDS prediction schema names it) and subject splits (MEDS subject_splits.parquet).
 PREDICTION_TIME = LabelSchema.prediction_time_name  # "prediction_time"
 BOOLEAN_VALUE = LabelSchema.boolean_value_name  # "boolean_value": the observed label
+PREDICTED_BOOLEAN_VALUE = "predicted_boolean_value"  # the probability thresholded (meds-evaluation)
 PREDICTED_BOOLEAN_PROBABILITY = "predicted_boolean_probability"
 SPLIT = "split"  # meds.SubjectSplitSchema's split column
 TRAIN, TUNING, HELD_OUT = train_split, tuning_split, held_out_split
@@ -70,6 +71,23 @@ def data_schema() -> pa.Schema:
     core = DataSchema.schema()
     extras = [pa.field(name, pa.string()) for name in EXTRA_COLUMNS]
     return pa.schema(list(core) + extras)
+
+
+def prediction_schema() -> pa.Schema:
+    """The Arrow schema of a MEDS prediction file, exactly as meds-evaluation (0.0.6) validates it.
+
+    Its ``PredictionSchema`` is the MEDS label schema plus ``predicted_boolean_value`` (bool) and
+    ``predicted_boolean_probability`` (float32), and refuses any other column.
+
+    >>> prediction_schema().names
+    ['subject_id', 'prediction_time', 'boolean_value', 'predicted_boolean_value', 'predicted_boolean_probability']
+    >>> str(prediction_schema().field(PREDICTED_BOOLEAN_PROBABILITY).type)
+    'float'
+    """
+    label = LabelSchema.schema()
+    return pa.schema([label.field(SUBJECT_ID), label.field(PREDICTION_TIME), label.field(BOOLEAN_VALUE),
+                      pa.field(PREDICTED_BOOLEAN_VALUE, pa.bool_()),
+                      pa.field(PREDICTED_BOOLEAN_PROBABILITY, pa.float32())])
 
 
 def to_meds_table(frame: pl.DataFrame) -> pa.Table:

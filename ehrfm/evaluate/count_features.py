@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from ehrfm.meds_dataset import scan_events
 from ehrfm.predict.tables import check_labels
 from ehrfm.schema import BIRTH_CODE, CODE, PREDICTION_TIME, SUBJECT_ID, TIME
 
@@ -54,11 +55,9 @@ Events = pl.DataFrame | pl.LazyFrame
 
 
 def read_events(meds_dir: str | Path) -> pl.LazyFrame:
-    """The ``subject_id``, ``time``, ``code`` columns of every ``data/**/*.parquet`` of a MEDS dataset."""
-    files = sorted((Path(meds_dir) / "data").rglob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no data/*.parquet under {meds_dir}: is it a MEDS dataset?")
-    return pl.scan_parquet(files).select(SUBJECT_ID, TIME, CODE)
+    """The ``subject_id``, ``time``, ``code`` columns of every event shard of a MEDS dataset (either
+    layout, see :func:`ehrfm.meds_dataset.scan_events`)."""
+    return scan_events(meds_dir).select(SUBJECT_ID, TIME, CODE)
 
 
 def _events(events: Events) -> pl.LazyFrame:

@@ -10,8 +10,11 @@ Reads ``input`` (written by ``ehrfm finetune``: its ``finetune_inputs.json``, la
 * ``lightgbm`` and ``logistic_regression``: age + per-code counts before the prediction time.
 
 Calibrators and every hyperparameter are fit on train/tuning only; metrics are reported on
-held_out. Outputs under ``output`` (default ``<input>/evaluation``): ``predictions.parquet``,
-``results.json``, ``results.md``, ROC and calibration PNGs, ``models.json`` (which
+held_out. Outputs under ``output`` (default ``<input>/evaluation``):
+``predictions/<task>/<model>/<split>/0.parquet`` (tuning and held_out, each in the MEDS prediction
+schema exactly, so ``meds-evaluation-cli predictions_path=.../held_out/0.parquet`` reads it
+unchanged; see :mod:`ehrfm.predict.meds_predictions`), ``prediction_details.parquet`` (the same rows
+as one ehrfm table with ``task``, ``model``, ``split``, which the report reads), ``results.json``, ``results.md``, ROC and calibration PNGs, ``models.json`` (which
 hyperparameters each model chose). ``ehrfm evaluate`` (:mod:`ehrfm.evaluate.stage`) is this
 function behind Hydra.
 """
@@ -32,8 +35,9 @@ from ehrfm.model import MambaBackbone, MultitaskModel
 from ehrfm.predict.bundle import CALIBRATION_FILE, CARD_JSON, read_calibrators, read_card, write_card
 from ehrfm.predict.cohort import load_or_build_cohort, read_task_labels
 from ehrfm.predict.inference import embed_histories, predict_tasks, predictions_frame
+from ehrfm.predict.meds_predictions import write_meds_predictions
 from ehrfm.predict.tables import attach_splits
-from ehrfm.schema import HELD_OUT, SPLIT, TASK, TUNING
+from ehrfm.schema import HELD_OUT, MODEL, SPLIT, TASK, TUNING
 from ehrfm.tokenize import EventTokenizer
 from ehrfm.typed_config import resolve_config
 
@@ -45,6 +49,8 @@ log = logging.getLogger("ehrfm.evaluate")
 __all__ = ["FINETUNE_INPUTS", "evaluate", "finetuned_models"]
 
 FINETUNE_INPUTS = "finetune_inputs.json"  # written by `ehrfm finetune`: the paths it resolved
+PREDICTIONS_DIR = "predictions"  # <task>/<model>/<split>/0.parquet, MEDS prediction schema
+DETAILS_FILE = "prediction_details.parquet"  # ehrfm's long table of the same rows
 
 
 def finetuned_models(finetune_output: Path) -> dict[str, Path]:
@@ -149,7 +155,8 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
 
     all_predictions = pl.concat([p.select(predictions[0].columns) for p in predictions])
     all_predictions = all_predictions.filter(pl.col(SPLIT).is_in([TUNING, HELD_OUT]))
-    all_predictions.write_parquet(output / "predictions.parquet")
+    write_meds_predictions(all_predictions, output / PREDICTIONS_DIR, [TASK, MODEL, SPLIT])
+    all_predictions.write_parquet(output / DETAILS_FILE)
     (output / "models.json").write_text(json.dumps({"finetuned": {k: str(v) for k, v in models.items()},
                                                     "selected": chosen}, indent=2, default=str) + "\n")
     report = evaluate_predictions(all_predictions, output, calibration=config.calibration,

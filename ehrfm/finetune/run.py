@@ -8,7 +8,7 @@ head in ``heads`` (``task_shared`` and/or ``task_per_task``) a Lightning run wit
 batches, class weighting, early stopping on the tuning split's mean AUROC, and the best epoch
 saved with ``save_pretrained``. Outputs under ``output``::
 
-    labels/<task>.parquet, labels/summary.json
+    labels/<task>/0.parquet, labels/_details/, labels/summary.json (see ehrfm.meds_labels)
     cohort.parquet, cohort.json
     <head>/model/            the bundle of the best epoch: config.json + model.safetensors, tokenizer/,
                              tasks/, calibration.json, model_card.json/.md
@@ -34,6 +34,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
+from ehrfm.meds_labels import has_task_labels
 from ehrfm.model import MultitaskModel
 from ehrfm.predict.cohort import Cohort, load_or_build_cohort
 from ehrfm.predict.cohort_dataset import CohortDataset, collate_cohort
@@ -78,7 +79,7 @@ def resolve_inputs(config: FinetuneConfig) -> dict[str, Path]:
 
 def ensure_labels(tasks: list[TaskDefinition], meds_dir: Path, labels_dir: Path) -> Path:
     """Label files for every task in ``labels_dir``, labelling the MEDS dataset when any is missing."""
-    if all((labels_dir / f"{task.name}.parquet").is_file() for task in tasks):
+    if all(has_task_labels(labels_dir, task.name) for task in tasks):
         return labels_dir
     log.info("labelling %d tasks on %s -> %s", len(tasks), meds_dir, labels_dir)
     label_meds_dataset(meds_dir, tasks, labels_dir)

@@ -5,6 +5,10 @@ was ever read, which copy of a duplicated resource came first, the code of a Med
 another file, the start of the encounter a timeless Condition belongs to. Every subject's events
 sit in one spill bucket, so each of these is a Polars join inside one shard. Resources that fail
 are rejected whole, with the file and line they came from.
+
+Output: ``data/<split>/<n>.parquet`` (split-sharded, as MEDS-Transforms, MEDS-Tab and
+meds-torch-data read MEDS), each subject in one file of their split's folder, sorted by subject
+then time; ``n`` counts from 0 in every split folder.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ehrfm.ingest.events import (
 )
 from ehrfm.ingest.fhirtime import BIRTH_SLACK_US
 from ehrfm.ingest.sources import location_text, read_records
+from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.worker import (
     LOCATED_SCHEMA,
     MEDICATION_SCHEMA,
@@ -54,7 +59,7 @@ class FinalizeResult:
     removed_events: int = 0  # events of resources rejected or quarantined here
     shards: list[str] = field(default_factory=list)
     codes: set[str] = field(default_factory=set)
-    patients: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient_id, subject_id
+    patients: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient_id, subject_id, split
     descriptions: dict[str, str] = field(default_factory=dict)  # Medication codes' displays
 
 
@@ -241,9 +246,35 @@ def plan_shards(tmp: Path, config: IngestConfig) -> list[list[Path]]:
     return shards
 
 
+def with_splits(patients: pl.DataFrame, ratios: dict[str, float]) -> pl.DataFrame:
+    """``patients`` plus each one's ``split``, drawn from its Patient id (the same id, the same split
+    in every run): the one assignment both the shard folders and ``subject_splits.parquet`` use."""
+    splits = [split_for(pid, ratios) for pid in patients["patient_id"]]
+    return patients.with_columns(pl.Series(schema.SPLIT, splits, dtype=pl.String()))
+
+
+def number_shards(data_dir: Path) -> list[str]:
+    """Rename each split folder's shards to ``0.parquet, 1.parquet, ...`` in patient-shard order.
+
+    Patient shard k is written as ``<split>/<k>.parquet``; a split that holds no subject of a
+    shard gets no file, so the numbers have gaps that MEDS readers do not expect. Names only
+    ever go down, in increasing order, so a rename never overwrites a file not yet renamed.
+    Returns the final names relative to ``data_dir`` (``train/0.parquet``, ...).
+    """
+    names: list[str] = []
+    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+        for number, path in enumerate(sorted(folder.glob("*.parquet"), key=lambda p: int(p.stem))):
+            target = folder / f"{number}.parquet"
+            if path != target:
+                path.rename(target)
+            names.append(f"{folder.name}/{target.name}")
+    return names
+
+
 def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
              map_fn: Callable[..., Iterable[ShardResult]] = map) -> tuple[FinalizeResult, pl.DataFrame]:
-    """Write ``data/<k>.parquet`` for every non-empty shard; return counts and finalize rejects.
+    """Write ``data/<split>/<n>.parquet`` for every non-empty shard and split; return counts and
+    finalize rejects.
 
     The whole-input tables (patients, medications, duplicates) are small and written once to
     ``tmp``; each shard is then finished by :func:`finalize_shard`, through ``map_fn`` (the
@@ -254,7 +285,7 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     shared.mkdir(parents=True, exist_ok=True)
     removed = resolve_copies(tmp, files, config, partitions=len(shards))
     patient_copies = _spill(tmp, "patients", PATIENT_SCHEMA)
-    patients = standing_patients(patient_copies, removed)
+    patients = with_splits(standing_patients(patient_copies, removed), config.split_ratios)
     medications = read_medications(tmp, removed)
     removed_patients = patient_copies.join(removed, on=_RESOURCE_KEY, how="inner").select(
         pl.col("patient_id").alias(schema.RESOURCE_ID), "_reason")
@@ -274,15 +305,13 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
         result.codes.update(shard.codes)
         result.events += shard.events
         result.removed_events += shard.removed_events
-        if shard.shard:
-            result.shards.append(shard.shard)
         rejects.extend(shard.rejects)
     file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
                               schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
     reject_frame = _reject_rows(rejects, file_names)
     for row in reject_frame.group_by("resource_type", "reason").len().iter_rows():
         result.rejected[(row[0], row[1])] += row[2]
-    result.shards.sort(key=lambda name: int(name.split(".")[0]))
+    result.shards = number_shards(data_dir)
     return result, reject_frame
 
 
@@ -291,7 +320,7 @@ class ShardResult:
     written: Counter[str]
     codes: set[str]
     events: int
-    shard: str | None
+    files: list[str]  # relative to the data folder: <split>/<shard index>.parquet
     rejects: list[pl.DataFrame]
     removed_events: int = 0
 
@@ -302,7 +331,11 @@ class IngestIntegrityError(RuntimeError):
 
 def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir: str,
                    quarantine_dir: str | None = None) -> ShardResult:
-    """Resolve, sort and write one output shard from its spill files."""
+    """Resolve, sort and write one output shard from its spill files, one file per split.
+
+    The split comes from the finalize folder's patients table (see :func:`with_splits`);
+    every event left has a patient, so every event has a split.
+    """
     shared = Path(tmp) / "finalize"
     events = pl.read_parquet(shard_files)
     spilled = events.height
@@ -322,15 +355,27 @@ def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir:
         pq.write_table(table, Path(quarantine_dir) / f"{shard_index}.parquet")
     removed_events = spilled - events.height
     if events.height == 0:
-        return ShardResult(Counter(), set(), 0, None, rejects, removed_events)
+        return ShardResult(Counter(), set(), 0, [], rejects, removed_events)
     events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
     written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
     counts = Counter(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
     codes = set(events[schema.CODE].unique().to_list())
-    table = schema.to_meds_table(events.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
-    path = Path(data_dir) / f"{shard_index}.parquet"
-    pq.write_table(table, path)
-    return ShardResult(counts, codes, table.num_rows, path.name, rejects, removed_events)
+    splits = pl.read_parquet(shared / "patients.parquet", columns=[schema.SUBJECT_ID, schema.SPLIT])
+    events = events.join(splits, on=schema.SUBJECT_ID, how="left", maintain_order="left")
+    if events[schema.SPLIT].null_count():
+        raise IngestIntegrityError(f"shard {shard_index}: {events[schema.SPLIT].null_count()} events belong to no "
+                                   "split (their subject is not among the patients); nothing was written")
+    written_files, rows = [], 0
+    for split in sorted(events[schema.SPLIT].unique().to_list()):
+        # a filter keeps the sorted order, so each split's file is sorted too
+        part = events.filter(pl.col(schema.SPLIT) == split)
+        table = schema.to_meds_table(part.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
+        folder = Path(data_dir) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / f"{shard_index}.parquet")
+        written_files.append(f"{split}/{shard_index}.parquet")
+        rows += table.num_rows
+    return ShardResult(counts, codes, rows, written_files, rejects, removed_events)
 
 
 @dataclass

@@ -30,7 +30,6 @@ from ehrfm import schema
 from ehrfm.ingest.config import IngestConfig
 from ehrfm.ingest.finalize import IngestIntegrityError, finalize
 from ehrfm.ingest.sources import discover_inputs
-from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
 from ehrfm.meds_dataset import mark_complete
@@ -212,11 +211,11 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
     CodeMetadataSchema.validate(code_table)
     pq.write_table(code_table, meta / "codes.parquet")
 
+    # the splits the data folders were written by (finalize.with_splits), so folder and file agree
     patients = patients.sort(schema.SUBJECT_ID)
-    splits = [split_for(pid, config.split_ratios) for pid in patients["patient_id"]]
     split_table = pa.table({
         schema.SUBJECT_ID: pa.array(patients[schema.SUBJECT_ID].to_list(), pa.int64()),
-        "split": pa.array(splits, pa.string()),
+        schema.SPLIT: pa.array(patients[schema.SPLIT].to_list(), pa.string()),
     })
     SubjectSplitSchema.validate(split_table)
     pq.write_table(split_table, meta / "subject_splits.parquet")

@@ -7,6 +7,8 @@
   per prediction time), last-token embeddings, the predictions table.
 - :mod:`.states`: saved recurrent states after each history, for incremental rescoring.
 - :mod:`.tables`: the labels and predictions tables (schemas, checks, subject splits).
+- :mod:`.meds_predictions`: predictions written in the MEDS prediction schema, one file per task
+  (and model, split), as meds-evaluation reads them.
 - :mod:`.calibration`: post-hoc calibrators fit on tuning (temperature, isotonic).
 - :mod:`.metrics`: AUROC, AUPRC, Brier, ECE, weighted for the bootstrap.
 
@@ -42,6 +44,8 @@ _EXPORTS = {
     "attach_splits": "tables",
     "check_labels": "tables",
     "check_predictions": "tables",
+    "to_meds_predictions": "meds_predictions",
+    "write_meds_predictions": "meds_predictions",
     "CALIBRATORS": "calibration",
     "IsotonicCalibration": "calibration",
     "TemperatureScaling": "calibration",

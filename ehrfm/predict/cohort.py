@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from ehrfm.meds_dataset import read_splits, scan_events
+from ehrfm.meds_labels import read_task_label_rows
 from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SUBJECT_ID, TASK
 from ehrfm.tokenize import EventTokenizer
 
@@ -41,19 +42,11 @@ LABELS = "labels"
 
 
 def read_task_labels(labels_dir: str | Path, task_names: Sequence[str]) -> pl.DataFrame:
-    """Long frame ``task, subject_id, prediction_time, boolean_value`` from
-    ``<labels_dir>/<task>.parquet``."""
-    frames = []
-    for name in task_names:
-        path = Path(labels_dir) / f"{name}.parquet"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no labels for task {name!r}; "
-                                    "run `ehrfm label` (or let finetune build them)")
-        labels = pl.read_parquet(path, columns=[SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE])
-        if labels[BOOLEAN_VALUE].null_count():
-            raise ValueError(f"{path}: {labels[BOOLEAN_VALUE].null_count()} rows have a null {BOOLEAN_VALUE}")
-        frames.append(labels.select(pl.lit(name).alias(TASK), pl.col(SUBJECT_ID).cast(pl.Int64),
-                                    pl.col(PREDICTION_TIME).cast(pl.Datetime("us")), BOOLEAN_VALUE))
+    """Long frame ``task, subject_id, prediction_time, boolean_value`` from each task's label files
+    (``<labels_dir>/<task>/*.parquet``, or the older ``<labels_dir>/<task>.parquet``; see
+    :mod:`ehrfm.meds_labels`)."""
+    frames = [read_task_label_rows(labels_dir, name).select(pl.lit(name).alias(TASK), pl.all())
+              for name in task_names]
     return pl.concat(frames)
 
 
@@ -120,7 +113,9 @@ def build_cohort(meds_dir: str | Path, tokenizer: EventTokenizer, long_labels: p
         missing = rows.filter(pl.col(SPLIT).is_null())[SUBJECT_ID][0]
         raise ValueError(f"subject_id={missing} has labels but no split in {Path(meds_dir) / 'metadata'}")
     subjects = rows.select(SUBJECT_ID).unique()
-    events = scan_events(meds_dir).join(subjects.lazy(), on=SUBJECT_ID, how="semi").collect()
+    # a split-sharded dataset is read only in the folders of the labelled subjects' splits
+    wanted = rows[SPLIT].unique().to_list()
+    events = scan_events(meds_dir, splits=wanted).join(subjects.lazy(), on=SUBJECT_ID, how="semi").collect()
     frame = tokenize_histories(events, tokenizer, rows, context_length=context_length)
     return Cohort(frame, list(task_names))
 

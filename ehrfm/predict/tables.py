@@ -5,7 +5,8 @@
 - *predictions* (the MEDS prediction schema's names, plus which task, model and split):
   ``task``, ``model``, ``split`` (``train``/``tuning``/``held_out``), ``subject_id``,
   ``prediction_time``, ``boolean_value`` (the observed label), ``predicted_boolean_probability``;
-  one row per (task, model, subject_id, prediction_time).
+  one row per (task, model, subject_id, prediction_time). This is ehrfm's working table (and
+  ``prediction_details.parquet``); the MEDS prediction files are :mod:`ehrfm.predict.meds_predictions`.
 
 ``attach_splits`` adds each subject's split from a MEDS dataset's
 ``metadata/subject_splits.parquet``.

@@ -52,6 +52,7 @@ class ScoreConfig:
     context_length: int | None = None  # default: the bundle's (longer histories keep their newest events)
     save_states: bool = False  # keep each history's recurrent state under <output>/states
     states_from: str | None = None  # continue from the states an earlier run saved (its <output>/states)
+    labels_dir: str | None = None  # an `ehrfm label` output: each task's label fills boolean_value
     workers: int = 1  # scale-out: this many jobs share the shards ...
     worker: int | None = None  # ... and this one scores shards worker, worker + workers, ...
     overwrite: bool = False

@@ -7,10 +7,17 @@ and every task comes from one history pass per patient and prediction time. Outp
 ``output``, each written to a temporary sibling and renamed, so an interrupted run never leaves
 a file that looks complete::
 
-    parts/<shard>.parquet, parts/<shard>.skipped.parquet   per-shard results (resume units)
+    parts/<shard>.parquet, parts/<shard>.skipped.parquet   per-shard results (resume units; <shard>
+                             is the MEDS shard's ``shard_id``: ``train-0``, or ``0`` when flat)
     states/<shard>.states.safetensors   with save_states: each patient's recurrent state
-    predictions.parquet      subject_id, prediction_time, predicted_boolean_probability, task,
-                             calibrated, model, model_version, fhir_patient_id
+    predictions/<task>/0.parquet   the MEDS prediction schema exactly (subject_id, prediction_time,
+                             boolean_value, predicted_boolean_value, predicted_boolean_probability),
+                             which meds-evaluation reads unchanged (:mod:`ehrfm.predict.meds_predictions`);
+                             with ``labels_dir``, the rows that task labelled, boolean_value its label;
+                             without, every row, boolean_value null (no outcome known yet)
+    prediction_details.parquet   ehrfm's table of the same predictions: subject_id, prediction_time,
+                             task, predicted_boolean_probability, calibrated, model, model_version,
+                             fhir_patient_id, boolean_value
     risk_assessments.ndjson  FHIR R4 RiskAssessment, one per patient, prediction time and task
     skipped.parquet          rows not scored, with the reason
     summary.json             scored and skipped counts, by reason; shards resumed; patients/s
@@ -55,7 +62,9 @@ from ehrfm.meds_dataset import (
     data_shards,
     has_event_shards,
     read_subjects,
+    shard_id,
 )
+from ehrfm.meds_labels import read_task_label_rows
 from ehrfm.outputs import (
     ensure_output_dir,
     meds_protected,
@@ -66,8 +75,9 @@ from ehrfm.outputs import (
     write_text_atomic,
 )
 from ehrfm.predict.bundle import CALIBRATION_FILE, file_digest
+from ehrfm.predict.meds_predictions import write_meds_predictions
 from ehrfm.predict.states import STATE_SUFFIX, HistoryStates
-from ehrfm.schema import PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK
+from ehrfm.schema import BOOLEAN_VALUE, PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK
 from ehrfm.typed_config import resolve_config, to_mapping
 
 from .config import ScoreConfig, parse_aware_timestamp
@@ -81,7 +91,9 @@ __all__ = ["score"]
 PARTS_DIR = "parts"
 STATES_DIR = "states"
 KEY_FILE = "score_key.json"
-FINAL_FILES = ("predictions.parquet", "risk_assessments.ndjson", "skipped.parquet", "summary.json")
+PREDICTIONS_DIR = "predictions"  # <task>/0.parquet in the MEDS prediction schema
+DETAILS_FILE = "prediction_details.parquet"
+FINAL_FILES = (PREDICTIONS_DIR, DETAILS_FILE, "risk_assessments.ndjson", "skipped.parquet", "summary.json")
 NO_DATA = "no events for this subject in the input"
 
 
@@ -162,6 +174,22 @@ def _risk_assessments(predictions: pl.DataFrame, risk: RiskModel) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _observed_labels(labels_dir: str | None, tasks: list[str]) -> pl.DataFrame:
+    """``task, subject_id, prediction_time, boolean_value`` of each task found in ``labels_dir``
+    (none given: no rows, so every ``boolean_value`` is null)."""
+    frames = [read_task_label_rows(labels_dir, task).select(pl.lit(task).alias(TASK), pl.all())
+              for task in (tasks if labels_dir else [])]
+    empty = pl.DataFrame(schema={TASK: pl.String, SUBJECT_ID: pl.Int64, PREDICTION_TIME: pl.Datetime("us"),
+                                 BOOLEAN_VALUE: pl.Boolean})
+    labels = pl.concat([empty, *frames])
+    twice = labels.select(TASK, SUBJECT_ID, PREDICTION_TIME).is_duplicated()
+    if twice.any():
+        row = labels.filter(twice).row(0, named=True)
+        raise ValueError(f"labels_dir={labels_dir}: task {row[TASK]!r} has several labels for subject_id="
+                         f"{row[SUBJECT_ID]} at {row[PREDICTION_TIME]}; a prediction can have one observed label")
+    return labels
+
+
 def _check_workers(config: ScoreConfig, inputs: list[str], meds_input: bool) -> None:
     if config.worker is None:
         return
@@ -204,10 +232,11 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     states_from = Path(config.states_from) if config.states_from else None
     key = {"model": str(model_dir.resolve()), "weights": risk.weights_digest,
            "calibration": file_digest(model_dir / CALIBRATION_FILE), "meds_dir": str(meds_dir.resolve()),
-           "shards": [[s.name, s.stat().st_size] for s in shards], "tasks": tasks,
+           "shards": [[shard_id(meds_dir, s), s.stat().st_size] for s in shards], "tasks": tasks,
            "prediction_times": config.prediction_times, "as_of": config.as_of, "calibrated": config.calibrated,
            "context_length": context_length, "save_states": config.save_states,
-           "states_from": str(states_from.resolve()) if states_from else None}
+           "states_from": str(states_from.resolve()) if states_from else None,
+           "labels_dir": str(Path(config.labels_dir).resolve()) if config.labels_dir else None}
     _claim(output, key, config.overwrite, worker=config.worker is not None)
     saved = _SavedStates(states_from, risk) if states_from else None
     parts, states_dir = output / PARTS_DIR, output / STATES_DIR
@@ -218,7 +247,8 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     resumed = scored_here = continued = 0
     progress = tqdm(total=patients, unit="patient", desc="scoring", disable=None)
     for shard in mine:
-        done, skipped_part = parts / f"{shard.stem}.parquet", parts / f"{shard.stem}.skipped.parquet"
+        name = shard_id(meds_dir, shard)  # stems repeat across split folders (train/0, tuning/0)
+        done, skipped_part = parts / f"{name}.parquet", parts / f"{name}.skipped.parquet"
         subjects = shard_subjects[shard]
         if done.is_file() and skipped_part.is_file():
             resumed += 1
@@ -235,7 +265,7 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
                                   keep_states=config.save_states)
         write_parquet_atomic(batch.skipped, skipped_part)
         if batch.states is not None:
-            batch.states.save(states_dir / f"{shard.stem}{STATE_SUFFIX}", model_digest=risk.weights_digest)
+            batch.states.save(states_dir / f"{name}{STATE_SUFFIX}", model_digest=risk.weights_digest)
         write_parquet_atomic(batch.predictions, done)  # written last: its presence marks the shard done
         scored_here += 1
         continued += batch.continued
@@ -244,12 +274,12 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     if config.worker is not None:
         seconds = time.perf_counter() - started
         return {"worker": config.worker, "workers": config.workers, "output": str(output),
-                "shards": [s.name for s in mine], "shards_scored": scored_here, "shards_resumed": resumed,
+                "shards": [shard_id(meds_dir, s) for s in mine], "shards_scored": scored_here, "shards_resumed": resumed,
                 "patients_in_shards": patients, "continued_rows": continued, "seconds": round(seconds, 3)}
 
-    predictions = pl.concat([pl.read_parquet(parts / f"{s.stem}.parquet") for s in shards], how="vertical_relaxed")
-    skipped = pl.concat([pl.read_parquet(parts / f"{s.stem}.skipped.parquet") for s in shards],
-                        how="diagonal_relaxed")
+    names = [shard_id(meds_dir, s) for s in shards]
+    predictions = pl.concat([pl.read_parquet(parts / f"{n}.parquet") for n in names], how="vertical_relaxed")
+    skipped = pl.concat([pl.read_parquet(parts / f"{n}.skipped.parquet") for n in names], how="diagonal_relaxed")
     if isinstance(times, pl.DataFrame):  # asked-for subjects that the input does not hold
         present = pl.concat(list(shard_subjects.values())).unique()
         absent = times.filter(~pl.col(SUBJECT_ID).is_in(present.implode())).with_columns(
@@ -261,9 +291,16 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
         subjects_map = pl.DataFrame(schema={SUBJECT_ID: pl.Int64, FHIR_PATIENT_ID: pl.String})
     predictions = (predictions.with_columns(pl.lit(risk.name).alias("model"), pl.lit(risk.version).alias("model_version"))
                    .join(subjects_map, on=SUBJECT_ID, how="left")
+                   .join(_observed_labels(config.labels_dir, tasks), on=[TASK, SUBJECT_ID, PREDICTION_TIME],
+                         how="left")
                    .sort(SUBJECT_ID, PREDICTION_TIME, TASK))
     skipped = skipped.sort(SUBJECT_ID, PREDICTION_TIME, nulls_last=True) if skipped.height else skipped
-    write_parquet_atomic(predictions, output / "predictions.parquet")
+    remove_written(output, [output / PREDICTIONS_DIR])  # a task no longer scored leaves no stale file
+    # With labels, the MEDS files are for evaluation: rows without an observed label (a prediction
+    # time another task labelled) would be refused by meds-evaluation, so they stay in the details only.
+    meds_rows = predictions.drop_nulls(BOOLEAN_VALUE) if config.labels_dir else predictions
+    write_meds_predictions(meds_rows, output / PREDICTIONS_DIR, [TASK])
+    write_parquet_atomic(predictions, output / DETAILS_FILE)
     write_parquet_atomic(skipped, output / "skipped.parquet")
     if config.risk_assessments:
         write_text_atomic(output / "risk_assessments.ndjson", _risk_assessments(predictions, risk))

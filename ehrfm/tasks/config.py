@@ -15,7 +15,7 @@ DEFAULT_TASKS = ("mortality_1y", "inpatient_admission_1y", "emergency_visit_90d"
 
 @dataclass
 class LabelConfig:
-    """``input`` (a MEDS dataset) -> ``output`` (<task>.parquet, details/, summary.json).
+    """``input`` (a MEDS dataset) -> ``output`` (<task>/0.parquet, _details/, summary.json).
 
     ``tasks`` are built-in task names (``builtin_task_names()``) or paths to task YAML files.
     """

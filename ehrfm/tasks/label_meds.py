@@ -3,19 +3,22 @@
 ``label_meds_dataset`` is the work; ``run_label`` runs it from a :class:`LabelConfig` (the
 ``ehrfm label`` stage, see :mod:`ehrfm.tasks.stage`).
 
-Output layout::
+Output layout (:mod:`ehrfm.meds_labels` knows it; MEDS-Tab and meds-torch-data take ``<task>/``)::
 
-    <output>/<task>.parquet          MEDS label schema: subject_id, prediction_time, boolean_value
-    <output>/details/<task>.parquet  the same rows plus outcome_time, trigger_time, encounter_id
-                                     (MEDS label files allow no extra columns)
-    <output>/summary.json            per task and split: rows, positives, negatives, subjects,
-                                     candidates and the count excluded by each rule
+    <output>/<task>/0.parquet         MEDS label schema only: subject_id, prediction_time, boolean_value
+    <output>/_details/<task>.parquet  the same rows plus outcome_time, trigger_time, encounter_id
+                                      and split (MEDS label files allow no extra columns)
+    <output>/summary.json             per task and split: rows, positives, negatives, subjects,
+                                      candidates and the count excluded by each rule
 
 >>> import tempfile, ehrfm
 >>> from ehrfm.resources import example_fhir_dir
 >>> meds = tempfile.mkdtemp()
 >>> _ = ehrfm.ingest_fhir(example_fhir_dir(), meds, workers=1, overwrite=True)
->>> summary = label_meds_dataset(meds, ["mortality_1y"], tempfile.mkdtemp())
+>>> labels = tempfile.mkdtemp()
+>>> summary = label_meds_dataset(meds, ["mortality_1y"], labels)
+>>> sorted(p.relative_to(labels).as_posix() for p in Path(labels).rglob("*.parquet"))
+['_details/mortality_1y.parquet', 'mortality_1y/0.parquet']
 >>> task = summary["tasks"]["mortality_1y"]
 >>> list(task["splits"]), "censored" in task["all"]["excluded"]
 (['train', 'tuning', 'held_out'], True)
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 from meds import LabelSchema
 
 from ehrfm.meds_dataset import read_splits, scan_events
+from ehrfm.meds_labels import DETAILS_DIR, details_path, label_shard_path, legacy_label_path
 from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
 from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SPLITS, SUBJECT_ID
 from ehrfm.typed_config import resolve_config
@@ -50,7 +54,6 @@ log = logging.getLogger("ehrfm.tasks")
 
 NO_SPLIT = "no_split"  # subjects absent from metadata/subject_splits.parquet
 SPLIT_ORDER = SPLITS  # summary order; other names follow, sorted
-DETAILS_SUBDIR = "details"
 SUMMARY_FILE = "summary.json"
 MEDS_LABEL_COLUMNS = (SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE)
 
@@ -118,11 +121,13 @@ def label_meds_dataset(
     if splits.height == 0:
         log.warning("%s has no subject splits: every subject is counted under %r in the summary",
                     meds_dir, NO_SPLIT)
-    owned = ([f"{t.name}.parquet" for t in definitions]
-             + [f"{DETAILS_SUBDIR}/{t.name}.parquet" for t in definitions])
+    # The older one-file layout (<task>.parquet) is owned too: left beside the new folder, it
+    # would make the task's labels ambiguous (readers refuse a task with both).
+    owned = [part for t in definitions
+             for part in (t.name, legacy_label_path("", t.name), details_path("", t.name))]
     refuse_overlap(output, meds_protected(meds_dir))
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
-    (output / DETAILS_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (output / DETAILS_DIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}
     for task in definitions:
         task_started = time.perf_counter()
@@ -130,8 +135,10 @@ def label_meds_dataset(
                                                         maintain_order="left")
         candidates = candidates.with_columns(pl.col(SPLIT).fill_null(NO_SPLIT))
         labels = candidates.filter(pl.col(EXCLUDED_BY).is_null())
-        pq.write_table(to_meds_labels(labels), output / f"{task.name}.parquet")
-        labels.select(*LABEL_COLUMNS, SPLIT).write_parquet(output / DETAILS_SUBDIR / f"{task.name}.parquet")
+        target = label_shard_path(output, task.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(to_meds_labels(labels), target)
+        labels.select(*LABEL_COLUMNS, SPLIT).write_parquet(details_path(output, task.name))
         summary["tasks"][task.name] = task_summary(task, candidates)
         summary["tasks"][task.name]["seconds"] = round(time.perf_counter() - task_started, 3)
         log.info("%s: %d rows (%d positive)", task.name, labels.height, int(labels[BOOLEAN_VALUE].sum()))

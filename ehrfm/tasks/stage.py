@@ -27,5 +27,5 @@ def run_label_stage(cfg: Any) -> dict[str, Any]:
     (Path(config.output) / "label_config.yaml").write_text(
         yaml.safe_dump(to_mapping(config), sort_keys=False))
     print(summary_table(summary))
-    print(f"labels: {config.output}/<task>.parquet   summary: {Path(config.output) / 'summary.json'}")
+    print(f"labels: {config.output}/<task>/0.parquet   summary: {Path(config.output) / 'summary.json'}")
     return summary

@@ -6,12 +6,15 @@
 Output layout (every file opens in any parquet/JSON viewer)::
 
     <output>/tokenizer/            the tokenizer used (save_pretrained), so outputs describe themselves
-    <output>/data/<split>/<shard>.parquet   one row per subject, columns of SEQUENCE_SCHEMA
+    <output>/data/<split>/<shard>.parquet   one row per subject, columns of SEQUENCE_SCHEMA; <shard>
+                                            names the MEDS shard (``shard_id``: ``train-0``, or ``0``
+                                            for a flat ``data/0.parquet``)
     <output>/summary.json          patients, tokens, length percentiles, UNK rate, per split
 
 The tokenizer is fit on the ``train`` split only (from ``metadata/subject_splits.parquet``),
 unless a fitted one is given. Shards are tokenized one at a time, so memory follows the
-largest shard, not the dataset.
+largest shard, not the dataset. Both MEDS layouts are read (``data/<split>/*.parquet`` and flat
+``data/*.parquet``); with ``splits``, a split-sharded dataset is read in those folders only.
 
 >>> import tempfile, ehrfm
 >>> from ehrfm.resources import example_fhir_dir
@@ -35,7 +38,7 @@ import orjson
 import polars as pl
 from meds import data_subdirectory
 
-from ehrfm.meds_dataset import data_shards, read_splits, train_events
+from ehrfm.meds_dataset import data_shards, read_splits, shard_id, train_events
 from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
 from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
 from ehrfm.typed_config import resolve_config
@@ -90,7 +93,6 @@ def tokenize_dataset(
     started = time.perf_counter()
     meds_dir, output = Path(meds_dir), Path(output_dir)
     split_table = read_splits(meds_dir)
-    shards = data_shards(meds_dir)
     fitted_here = False
     if isinstance(tokenizer, (str, Path)):
         source = str(tokenizer)
@@ -105,6 +107,7 @@ def tokenize_dataset(
         raise TypeError(f"tokenizer must be an EventTokenizer or a directory, got {type(tokenizer).__name__}")
     max_length = int(tokenizer.max_length if max_length is None else max_length)
     wanted = set(splits) if splits is not None else None
+    shards = data_shards(meds_dir, splits=wanted)
 
     refuse_overlap(output, meds_protected(meds_dir))
     prepare_output(output, [data_subdirectory, TOKENIZER_SUBDIR, SUMMARY_FILE], overwrite=overwrite)
@@ -136,7 +139,7 @@ def tokenize_dataset(
             raise EventsFormatError(f"{shard}: {err}") from err
         sequences = sequences.join(labelled, on=SUBJECT_ID, how="left", maintain_order="left")
         for (split_name,), part in sequences.group_by(SPLIT, maintain_order=True):
-            target = output / data_subdirectory / str(split_name) / f"{shard.stem}.parquet"
+            target = output / data_subdirectory / str(split_name) / f"{shard_id(meds_dir, shard)}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             part.drop(SPLIT).write_parquet(target)
             s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0,
@@ -153,7 +156,9 @@ def tokenize_dataset(
             s["_lengths"].extend(part[LENGTH].to_list())
 
     present = pl.concat(seen_subjects).unique() if seen_subjects else pl.Series(SUBJECT_ID, [], pl.Int64)
-    without_events = split_table.filter(~pl.col(SUBJECT_ID).is_in(present.implode()))
+    # only the splits asked for were read, so only their subjects can be found without events
+    listed = split_table if wanted is None else split_table.filter(pl.col(SPLIT).is_in(list(wanted)))
+    without_events = listed.filter(~pl.col(SUBJECT_ID).is_in(present.implode()))
     split_summaries = {}
     for name in sorted(stats):
         s = stats[name]

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from ehrfm.evaluate.count_features import AGE_FEATURE, build_vocabulary, count_features, read_events
+from ehrfm.meds_dataset import mark_complete
 from ehrfm.predict.tables import FrameFormatError
 
 T0 = dt.datetime(2020, 1, 1)
@@ -118,6 +119,7 @@ def test_read_events(tmp_path: Path) -> None:
     (tmp_path / "data" / "train").mkdir(parents=True)
     _events([(1, T0, "A")]).with_columns(numeric_value=pl.lit(1.0)).write_parquet(
         tmp_path / "data" / "train" / "0.parquet")
+    mark_complete(tmp_path, {"dataset_name": "toy"})  # shards alone are an interrupted ingest
     assert read_events(tmp_path).collect().columns == ["subject_id", "time", "code"]
     with pytest.raises(FileNotFoundError, match="MEDS"):
         read_events(tmp_path / "nowhere")

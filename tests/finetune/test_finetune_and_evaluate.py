@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from ehrfm.cli import compose_stage
 from ehrfm.evaluate.stage import run_evaluate_stage
 from ehrfm.finetune.stage import run_finetune_stage
 from ehrfm.model import BackboneConfig, EHRLanguageModel, MultitaskModel
+from ehrfm.schema import prediction_schema
 from ehrfm.synthetic.fhir_generator import write_synthetic_fhir
 from ehrfm.tokenize import EventTokenizer
 from ehrfm.tokenize.sequence_schema import TokenType
@@ -84,8 +86,8 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
     ]))
     tasks = ["inpatient_admission_1y", "acute_visit_1y"]
     assert summary["tasks"] == tasks
-    assert ((out / "labels" / "inpatient_admission_1y.parquet").is_file()
-            and (out / "labels" / "acute_visit_1y.parquet").is_file())
+    assert ((out / "labels" / "inpatient_admission_1y" / "0.parquet").is_file()
+            and (out / "labels" / "acute_visit_1y" / "0.parquet").is_file())
     assert summary["best_head"] in ("task_shared", "task_per_task")
     for head in ("task_shared", "task_per_task"):
         metrics = summary["heads"][head]
@@ -104,9 +106,13 @@ def test_finetune_then_evaluate(pretrain_output: Path, tmp_path: Path) -> None:
     result = run_evaluate_stage(_compose("evaluate", [f"input={out}", "n_bootstrap=50"]))
     evaluation = Path(result["output"])
     assert evaluation == out / "evaluation"
-    predictions = pl.read_parquet(evaluation / "predictions.parquet")
+    predictions = pl.read_parquet(evaluation / "prediction_details.parquet")
     assert set(predictions["model"].unique()) == MODELS
     assert set(predictions["split"].unique()) == {"tuning", "held_out"}
+    # the same rows, one MEDS prediction file per task, model and split (what meds-evaluation reads)
+    for (task, model, split), rows in predictions.group_by("task", "model", "split"):
+        meds = pq.read_table(evaluation / "predictions" / task / model / split / "0.parquet")
+        assert meds.schema.equals(prediction_schema()) and meds.num_rows == rows.height
     # Every model is scored on exactly the same labelled rows of each task and split.
     for (task, split), group in predictions.group_by("task", "split"):
         keys = {model: set(rows.select("subject_id", "prediction_time", "boolean_value").iter_rows())

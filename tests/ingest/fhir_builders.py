@@ -159,7 +159,7 @@ class Run:
     def __init__(self, summary: ehrfm.ingest.IngestSummary, output: Path) -> None:
         self.summary = summary
         self.output = output
-        shards = sorted((output / "data").glob("*.parquet"))
+        shards = sorted((output / "data").rglob("*.parquet"))
         self.shards = shards
         self.events = pl.read_parquet(shards) if shards else pl.DataFrame()
         self.rejects = pl.read_parquet(output / "rejects" / "rejects.parquet")
@@ -227,10 +227,17 @@ def check_run_invariants(run: Run) -> None:
             frame = pl.read_parquet(shard)
             assert frame.equals(frame.sort("subject_id", "time", nulls_last=False, maintain_order=True))
         per_subject = pl.concat(
-            [pl.read_parquet(s).select("subject_id").unique().with_columns(pl.lit(s.name).alias("shard"))
-             for s in run.shards]
+            [pl.read_parquet(s).select("subject_id").unique().with_columns(
+                pl.lit(s.relative_to(run.output / "data").as_posix()).alias("shard"),
+                pl.lit(s.parent.name).alias("folder")) for s in run.shards]
         )
         assert per_subject["subject_id"].is_unique().all()
+        # Split-sharded: data/<split>/<n>.parquet, each subject in their split's folder, n from 0.
+        filed = per_subject.join(run.splits, on="subject_id", how="left")
+        assert (filed["folder"] == filed["split"]).all(), filed.filter(pl.col("folder") != pl.col("split"))
+        for folder in {s.parent for s in run.shards}:
+            numbers = sorted(int(p.stem) for p in folder.glob("*.parquet"))
+            assert numbers == list(range(len(numbers))), (folder, numbers)
         # Every code written is in codes.parquet.
         assert set(run.events["code"].to_list()) <= set(run.codes["code"].to_list())
         assert run.events["code"].null_count() == 0

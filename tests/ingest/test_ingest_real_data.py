@@ -32,14 +32,14 @@ def bulk_notes(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
 
 def _validate_meds(out: Path) -> pl.DataFrame:
-    shards = sorted((out / "data").glob("*.parquet"))
+    shards = sorted((out / "data").rglob("*.parquet"))
     assert shards, "no data shards written"
     for shard in shards:
         meds.DataSchema.validate(pq.read_table(shard))
     meds.CodeMetadataSchema.validate(pq.read_table(out / "metadata" / "codes.parquet"))
     meds.SubjectSplitSchema.validate(pq.read_table(out / "metadata" / "subject_splits.parquet"))
     meds.DatasetMetadataSchema.validate(json.loads((out / "metadata" / "dataset.json").read_text()))
-    return pl.concat([pl.read_parquet(s).with_columns(pl.lit(s.name).alias("_shard")) for s in shards])
+    return pl.concat([pl.read_parquet(s).with_columns(pl.lit(str(s.relative_to(out))).alias("_shard")) for s in shards])
 
 
 def test_synthea_counts_match_the_source_and_add_up(synthea: tuple[Path, IngestSummary]) -> None:
@@ -82,7 +82,7 @@ def test_synthea_patient_matches_its_bundle(shared_data: Path, synthea: tuple[Pa
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     subjects = pl.read_parquet(out / "metadata" / "subjects.parquet")
     subject_id = subjects.filter(pl.col("fhir_patient_id") == patient["id"])["subject_id"].item()
-    events = pl.concat([pl.read_parquet(p) for p in (out / "data").glob("*.parquet")]).filter(
+    events = pl.concat([pl.read_parquet(p) for p in (out / "data").rglob("*.parquet")]).filter(
         pl.col("subject_id") == subject_id
     )
     birth = events.filter(pl.col("code") == "MEDS_BIRTH")["time"].item()

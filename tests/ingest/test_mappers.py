@@ -539,8 +539,12 @@ def test_output_layout_shards_and_splits(tmp_path: Path) -> None:
     src = write_ndjson(tmp_path / "x.ndjson", resources)
     run = ingest(src, tmp_path / "out", num_shards=4,
                  split_ratios={"train": 0.5, "tuning": 0.25, "held_out": 0.25})
-    assert [p.name for p in run.shards] == ["0.parquet", "1.parquet", "2.parquet", "3.parquet"]
-    assert run.summary.shards == 4 and run.summary.subjects == 40
+    # four patient shards, each written into the split folders it has subjects of, numbered from 0
+    # in each folder (a split without subjects in a shard gets no file, and no gap in the numbers)
+    folders = {p.relative_to(run.output).parent.as_posix() for p in run.shards}
+    assert folders == {"data/held_out", "data/train", "data/tuning"}
+    assert [p.name for p in run.shards if p.parent.name == "train"] == [f"{n}.parquet" for n in range(4)]
+    assert 3 * 1 <= run.summary.shards == len(run.shards) <= 3 * 4 and run.summary.subjects == 40
     assert run.events.height == 40 * (2 + 3 + 1)
     assert sorted(run.splits["subject_id"].to_list()) == sorted(sid(p) for p in ids)
     assert set(run.splits["split"].to_list()) <= {"train", "tuning", "held_out"}
@@ -548,6 +552,6 @@ def test_output_layout_shards_and_splits(tmp_path: Path) -> None:
                    split_ratios={"train": 0.5, "tuning": 0.25, "held_out": 0.25}, workers=2)
     assert again.splits.equals(run.splits)
     assert again.events.equals(run.events)
-    for shard in run.shards:  # subject_id % 64 buckets go to shard bucket % 4
+    for shard in run.shards:  # subject_id % 64 buckets go to patient shard bucket % 4, one per file
         subjects = pl.read_parquet(shard)["subject_id"].unique().to_list()
-        assert {s % 64 % 4 for s in subjects} == {int(shard.stem)}
+        assert len({s % 64 % 4 for s in subjects}) == 1

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 import torch
 
+from ehrfm.meds_dataset import data_shards, shard_id
 from ehrfm.model import BackboneConfig, MultitaskModel
 from ehrfm.predict.states import STATE_SUFFIX, HistoryStates, StateFileError
 from ehrfm.score import RiskModel, score
@@ -55,7 +56,7 @@ def earlier_meds(scoring_world: dict[str, Path], tmp_path_factory: pytest.TempPa
 
 
 def _predictions(folder: Path) -> pl.DataFrame:
-    return pl.read_parquet(folder / "predictions.parquet").sort(KEYS)
+    return pl.read_parquet(folder / "prediction_details.parquet").sort(KEYS)
 
 
 @pytest.mark.parametrize("mixer", ["mamba2", "mamba1"])
@@ -65,8 +66,8 @@ def test_continuing_saved_states_equals_a_full_rescore(mixer: str, bundles: dict
     bundle, meds = str(bundles[mixer]), str(scoring_world["meds"])
     common = {"bundle": bundle, "context_length": 8192}  # long enough that no history is cropped
     first = score(**common, input=str(earlier_meds), output=str(tmp_path / "yesterday"), save_states=True)
-    assert sorted(p.name for p in (tmp_path / "yesterday" / "states").iterdir()) == [
-        f"0{STATE_SUFFIX}", f"1{STATE_SUFFIX}"]
+    assert sorted(p.name for p in (tmp_path / "yesterday" / "states").iterdir()) == sorted(
+        f"{shard_id(earlier_meds, shard)}{STATE_SUFFIX}" for shard in data_shards(earlier_meds))
     assert first["state_bytes_per_history"] > 0
     incremental = score(**common, input=meds, output=str(tmp_path / "today"),
                         states_from=str(tmp_path / "yesterday" / "states"))
@@ -89,7 +90,7 @@ def test_a_back_dated_event_makes_its_history_read_whole(bundles: dict[str, Path
     common = {"bundle": str(bundles["mamba2"]), "context_length": 8192}
     score(**common, input=str(earlier_meds), output=str(tmp_path / "yesterday"), save_states=True)
     meds = scoring_world["meds"]
-    events = pl.read_parquet(meds / "data" / "0.parquet")
+    events = pl.read_parquet(meds / "data" / "train" / "0.parquet")
     patient = events.filter(pl.col("time").is_not_null())["subject_id"][0]
     first_time = events.filter(pl.col("subject_id") == patient, pl.col("time").is_not_null())["time"].min()
     late_arrival = events.filter(pl.col("subject_id") == patient, pl.col("time") == first_time).head(1)
@@ -120,8 +121,8 @@ def test_cropped_histories_still_equal_a_full_rescore(bundles: dict[str, Path], 
                         states_from=str(tmp_path / "yesterday" / "states"))
     full = score(bundle=bundle, input=str(meds), output=str(tmp_path / "full"))
     risk = RiskModel.from_pretrained(bundle)
-    events = pl.concat([pl.read_parquet(shard) for shard in sorted((meds / "data").glob("*.parquet"))])
-    rows = pl.read_parquet(tmp_path / "full" / "predictions.parquet").select("subject_id", "prediction_time")
+    events = pl.concat([pl.read_parquet(shard) for shard in data_shards(meds)])
+    rows = pl.read_parquet(tmp_path / "full" / "prediction_details.parquet").select("subject_id", "prediction_time")
     whole = risk._histories(events, rows.unique(), context_length=10**6)[0]["length"]
     assert (whole > risk.context_length).sum() > full["scored_rows"] // 2, "most synthetic histories are cropped"
     assert 0 < incremental["continued_rows"] < full["scored_rows"] // 2
@@ -135,7 +136,7 @@ def test_states_of_another_model_are_refused(bundles: dict[str, Path], earlier_m
     with pytest.raises(StateFileError, match=r"0.states.safetensors: saved by another model"):
         score(bundle=str(bundles["mamba2"]), input=str(earlier_meds), output=str(tmp_path / "m2"),
               states_from=str(tmp_path / "m1" / "states"))
-    broken = tmp_path / "m1" / "states" / f"0{STATE_SUFFIX}"
+    broken = tmp_path / "m1" / "states" / f"held_out-0{STATE_SUFFIX}"  # the first shard, data/held_out/0
     broken.write_bytes(broken.read_bytes()[:100])
     risk = RiskModel.from_pretrained(bundles["mamba1"])
     with pytest.raises(StateFileError, match=r"0.states.safetensors: not a readable states file"):

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from ehrfm.cli import compose_stage
 from ehrfm.evaluate import evaluate
-from ehrfm.meds_dataset import read_splits
+from ehrfm.meds_dataset import data_shards, read_splits, scan_events, shard_id
 from ehrfm.predict.cohort import read_task_labels
 from ehrfm.score import RiskModel, score
 from ehrfm.score.risk_assessment import validate_risk_assessment
@@ -37,20 +38,56 @@ def _held_out_times(world: dict[str, Path]) -> pl.DataFrame:
 def test_scoring_fhir_gives_evaluations_probabilities(scoring_world: dict[str, Path], tmp_path: Path) -> None:
     result = evaluate(input=str(scoring_world["finetune"]), output=str(tmp_path / "evaluation"),
                       linear_probe=False, baselines=False, n_bootstrap=10)
-    evaluated = (pl.read_parquet(Path(result["output"]) / "predictions.parquet")
+    evaluated = (pl.read_parquet(Path(result["output"]) / "prediction_details.parquet")
                  .filter(pl.col("model") == "mamba_mtf_task_per_task", pl.col("split") == "held_out"))
     times = _held_out_times(scoring_world)
     times.write_parquet(tmp_path / "times.parquet")
     summary = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["fhir"]),
                     output=str(tmp_path / "scores"), prediction_times=str(tmp_path / "times.parquet"),
                     calibrated=False)
-    scored = pl.read_parquet(tmp_path / "scores" / "predictions.parquet")
+    scored = pl.read_parquet(tmp_path / "scores" / "prediction_details.parquet")
     joined = evaluated.join(scored, on=["subject_id", "prediction_time", "task"], how="inner")
     assert joined.height == evaluated.height > 0, "every evaluated held-out row is scored"
     np.testing.assert_allclose(joined["predicted_boolean_probability_right"].to_numpy(),
                                joined["predicted_boolean_probability"].to_numpy(), rtol=0, atol=1e-6)
     assert summary["scored_rows"] == times.height - summary["skipped_rows"]
     assert scored["fhir_patient_id"].null_count() == 0
+
+
+def test_meds_prediction_files_of_evaluate_and_score_agree(scoring_world: dict[str, Path], tmp_path: Path) -> None:
+    """Both write the MEDS prediction schema exactly, one file per task (evaluate: and model and
+    split), which meds-evaluation validates and scores unchanged."""
+    from ehrfm.schema import prediction_schema
+
+    schema_module = pytest.importorskip("meds_evaluation.schema", reason="meds-evaluation is in the dev extra")
+    from meds_evaluation.evaluate import evaluate_binary_classification
+
+    evaluation = Path(evaluate(input=str(scoring_world["finetune"]), output=str(tmp_path / "evaluation"),
+                               linear_probe=False, baselines=False, n_bootstrap=10)["output"])
+    model = "mamba_mtf_task_per_task"
+    details = pl.read_parquet(evaluation / "prediction_details.parquet")
+    times = _held_out_times(scoring_world)
+    times.write_parquet(tmp_path / "times.parquet")
+    score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(tmp_path / "scores"),
+          prediction_times=str(tmp_path / "times.parquet"), calibrated=False,
+          labels_dir=str(scoring_world["finetune"] / "labels"))
+    for task in TASKS:
+        files = {"evaluate": evaluation / "predictions" / task / model / "held_out" / "0.parquet",
+                 "score": tmp_path / "scores" / "predictions" / task / "0.parquet"}
+        tables = {name: pq.read_table(path) for name, path in files.items()}
+        for table in tables.values():
+            assert table.schema.equals(prediction_schema())
+            schema_module.PredictionSchema.validate(table)
+        for path in files.values():
+            evaluate_binary_classification(pl.read_parquet(path))  # meds-evaluation-cli's own call
+        evaluated, scored = (pl.from_arrow(t) for t in tables.values())
+        expected = details.filter(pl.col("task") == task, pl.col("model") == model, pl.col("split") == "held_out")
+        assert evaluated.height == expected.height > 0
+        joined = evaluated.join(scored, on=["subject_id", "prediction_time"], how="inner")
+        assert joined.height == evaluated.height, "score at the held-out label times gives every row"
+        assert joined["boolean_value"].equals(joined["boolean_value_right"]), "the observed labels came along"
+        np.testing.assert_allclose(joined["predicted_boolean_probability"].to_numpy(),
+                                   joined["predicted_boolean_probability_right"].to_numpy(), atol=1e-6)
 
 
 def test_calibrated_scores_use_the_bundles_calibrators(scoring_world: dict[str, Path]) -> None:
@@ -63,7 +100,7 @@ def test_calibrated_scores_use_the_bundles_calibrators(scoring_world: dict[str, 
         q = calibrated.filter(pl.col("task") == task)["predicted_boolean_probability"].to_numpy()
         np.testing.assert_allclose(q, risk.calibrators[task].transform(p))
     # last_event: one second after each patient's last event, that event in the history
-    last = (pl.scan_parquet(str(scoring_world["meds"] / "data" / "*.parquet")).group_by("subject_id")
+    last = (scan_events(scoring_world["meds"]).group_by("subject_id")
             .agg(pl.col("time").max()).collect())
     check = raw.filter(pl.col("task") == TASKS[0]).join(last, on="subject_id")
     assert (check["prediction_time"] == check["time"] + dt.timedelta(seconds=1)).all()
@@ -73,7 +110,13 @@ def test_risk_assessments_are_valid_fhir(scoring_world: dict[str, Path], tmp_pat
     summary = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(tmp_path))
     lines = (tmp_path / "risk_assessments.ndjson").read_text().splitlines()
     assert len(lines) == summary["predictions"] > 0
-    predictions = pl.read_parquet(tmp_path / "predictions.parquet")
+    predictions = pl.read_parquet(tmp_path / "prediction_details.parquet")
+    # Without labels_dir no outcome is known: the MEDS files carry a null boolean_value.
+    from ehrfm.schema import prediction_schema
+    for task in TASKS:
+        meds = pq.read_table(tmp_path / "predictions" / task / "0.parquet")
+        assert meds.schema.equals(prediction_schema()) and meds.column("boolean_value").null_count == meds.num_rows
+        assert meds.num_rows == predictions.filter(pl.col("task") == task).height
     for line, row in zip(lines, predictions.iter_rows(named=True), strict=True):
         resource = validate_risk_assessment(orjson.loads(line))
         assert resource.subject.reference == f"Patient/{row['fhir_patient_id']}"
@@ -85,12 +128,14 @@ def test_risk_assessments_are_valid_fhir(scoring_world: dict[str, Path], tmp_pat
 def test_rerun_resumes_and_writes_identical_files(scoring_world: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "scores"
     first = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out))
-    assert first["shards"] == 2 and first["shards_resumed"] == 0
-    files = {name: (out / name).read_bytes() for name in ("predictions.parquet", "risk_assessments.ndjson")}
-    (out / "parts" / "1.parquet").unlink()  # as if the run had been killed during the second shard
-    (out / "predictions.parquet").unlink()
+    shards = data_shards(scoring_world["meds"])
+    assert first["shards"] == len(shards) > 1 and first["shards_resumed"] == 0
+    files = {name: (out / name).read_bytes() for name in ("prediction_details.parquet", "risk_assessments.ndjson")}
+    last = shard_id(scoring_world["meds"], shards[-1])
+    (out / "parts" / f"{last}.parquet").unlink()  # as if the run had been killed during the last shard
+    (out / "prediction_details.parquet").unlink()
     again = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out))
-    assert again["shards_resumed"] == 1
+    assert again["shards_resumed"] == len(shards) - 1
     assert {name: (out / name).read_bytes() for name in files} == files
     with pytest.raises(FileExistsError, match="other settings"):
         score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out),
@@ -98,7 +143,7 @@ def test_rerun_resumes_and_writes_identical_files(scoring_world: dict[str, Path]
     narrower = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out),
                      tasks=[TASKS[0]], overwrite=True)
     assert narrower["shards_resumed"] == 0
-    assert set(pl.read_parquet(out / "predictions.parquet")["task"]) == {TASKS[0]}
+    assert set(pl.read_parquet(out / "prediction_details.parquet")["task"]) == {TASKS[0]}
 
 
 def test_overwrite_leaves_files_ehrfm_did_not_write(scoring_world: dict[str, Path], tmp_path: Path) -> None:
@@ -128,17 +173,18 @@ def test_an_interrupted_run_leaves_no_file_that_looks_complete(scoring_world: di
     out = tmp_path / "scores"
     with pytest.raises(KeyboardInterrupt):
         score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out))
-    assert not (out / "predictions.parquet").exists() and not (out / "summary.json").exists()
-    assert sorted(p.name for p in (out / "parts").iterdir()) == ["0.parquet", "0.skipped.parquet"]
+    assert not (out / "prediction_details.parquet").exists() and not (out / "summary.json").exists()
+    first = shard_id(scoring_world["meds"], data_shards(scoring_world["meds"])[0])  # held_out-0
+    assert sorted(p.name for p in (out / "parts").iterdir()) == [f"{first}.parquet", f"{first}.skipped.parquet"]
     monkeypatch.setattr(RiskModel, "score_events", original)
     resumed = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(out))
-    assert resumed["shards_resumed"] == 1 and (out / "predictions.parquet").is_file()
+    assert resumed["shards_resumed"] == 1 and (out / "prediction_details.parquet").is_file()
 
 
 def test_skips_are_reported_with_their_reason(scoring_world: dict[str, Path], tmp_path: Path) -> None:
     risk = RiskModel.from_pretrained(scoring_world["bundle"])
     early = dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc)  # before every birth: no history at all
-    batch = risk.score_events(pl.read_parquet(scoring_world["meds"] / "data" / "0.parquet"),
+    batch = risk.score_events(pl.read_parquet(scoring_world["meds"] / "data" / "train" / "0.parquet"),
                               pl.DataFrame({"subject_id": [], "prediction_time": []},
                                            schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")}))
     assert batch.predictions.height == 0
@@ -153,7 +199,7 @@ def test_the_library_api_names_what_is_wrong(scoring_world: dict[str, Path]) -> 
 
     risk = ehrfm.RiskModel.from_pretrained(scoring_world["bundle"])
     assert risk.tasks == TASKS and risk.card["tasks"][TASKS[0]]["train_rows"] > 0
-    events = pl.read_parquet(scoring_world["meds"] / "data" / "0.parquet")
+    events = pl.read_parquet(scoring_world["meds"] / "data" / "train" / "0.parquet")
     with pytest.raises(KeyError, match=r"unknown task\(s\) \['sepsis'\]"):
         risk.predict(events, tasks=["sepsis"])
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['code'\]"):
@@ -200,7 +246,7 @@ def test_tampered_bundles_are_refused_with_the_file_named(scoring_world: dict[st
     with pytest.raises(PretrainedFormatError, match="config.json"):
         RiskModel.from_pretrained(config.parent)
     bundle = copy()
-    other = EventTokenizer(min_count=40).fit(pl.read_parquet(scoring_world["meds"] / "data" / "0.parquet"))
+    other = EventTokenizer(min_count=40).fit(pl.read_parquet(scoring_world["meds"] / "data" / "train" / "0.parquet"))
     assert other.vocab_size != RiskModel.from_pretrained(bundle).tokenizer.vocab_size
     shutil.rmtree(bundle / "tokenizer")
     other.save_pretrained(bundle / "tokenizer")  # a tokenizer fit elsewhere: another vocabulary

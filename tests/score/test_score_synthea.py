@@ -43,7 +43,7 @@ def test_scoring_synthea_fhir_gives_evaluations_held_out_probabilities(
         synthea_finetuned: Path, shared_data: Path, tmp_path: Path) -> None:
     result = evaluate(input=str(synthea_finetuned), output=str(tmp_path / "evaluation"),
                       linear_probe=False, baselines=False, n_bootstrap=10)
-    evaluated = (pl.read_parquet(Path(result["output"]) / "predictions.parquet")
+    evaluated = (pl.read_parquet(Path(result["output"]) / "prediction_details.parquet")
                  .filter(pl.col("model") == MODEL, pl.col("split") == "held_out"))
     assert set(evaluated["task"]) == set(TASKS) and evaluated["subject_id"].n_unique() > 50
     times = evaluated.select("subject_id", "prediction_time").unique()
@@ -57,7 +57,7 @@ def test_scoring_synthea_fhir_gives_evaluations_held_out_probabilities(
         summary = score(bundle=str(bundle), input=source, output=str(out),
                         prediction_times=str(tmp_path / "times.parquet"), calibrated=calibrated)
         assert summary["scored_rows"] == times.height and summary["skipped_rows"] == 0
-        outputs[calibrated] = pl.read_parquet(out / "predictions.parquet")
+        outputs[calibrated] = pl.read_parquet(out / "prediction_details.parquet")
     joined = evaluated.join(outputs[False], on=["subject_id", "prediction_time", "task"], how="inner")
     assert joined.height == evaluated.height, "every evaluated held-out row is scored"
     np.testing.assert_allclose(joined["predicted_boolean_probability_right"].to_numpy(),

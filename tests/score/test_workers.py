@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ehrfm.meds_dataset import data_shards, shard_id
 from ehrfm.score import score
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = ("predictions.parquet", "risk_assessments.ndjson", "skipped.parquet")
+OUTPUTS = ("prediction_details.parquet", "predictions/inpatient_admission_1y/0.parquet", "risk_assessments.ndjson", "skipped.parquet")
 
 
 def test_two_workers_and_a_merge_equal_one_run(scoring_world: dict[str, Path], tmp_path: Path) -> None:
@@ -26,12 +27,16 @@ def test_two_workers_and_a_merge_equal_one_run(scoring_world: dict[str, Path], t
                *common, f"output={sharded}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "worker 0 of 2: scored 1 shards" in done.stdout and "worker 1 of 2: scored 1 shards" in done.stdout
-    assert sorted(p.name for p in (sharded / "parts").iterdir()) == [
-        "0.parquet", "0.skipped.parquet", "1.parquet", "1.skipped.parquet"]
-    assert not (sharded / "predictions.parquet").exists(), "workers write parts only"
+    shards = data_shards(scoring_world["meds"])
+    halves = (len(shards) + 1) // 2, len(shards) // 2  # worker k scores shards k, k + 2, ...
+    assert (f"worker 0 of 2: scored {halves[0]} shards" in done.stdout
+            and f"worker 1 of 2: scored {halves[1]} shards" in done.stdout)
+    names = [shard_id(scoring_world["meds"], s) for s in shards]
+    assert sorted(p.name for p in (sharded / "parts").iterdir()) == sorted(
+        f"{n}{suffix}" for n in names for suffix in (".parquet", ".skipped.parquet"))
+    assert not (sharded / "prediction_details.parquet").exists(), "workers write parts only"
     merged = score(bundle=str(scoring_world["bundle"]), input=str(scoring_world["meds"]), output=str(sharded))
-    assert merged["shards_resumed"] == merged["shards"] == single["shards"] == 2
+    assert merged["shards_resumed"] == merged["shards"] == single["shards"] == len(shards)
     for name in OUTPUTS:
         assert (sharded / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     counts = json.loads((sharded / "summary.json").read_text())

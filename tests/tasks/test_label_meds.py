@@ -46,7 +46,7 @@ def meds_dir(tmp_path: Path) -> Path:
 def test_writes_meds_labels_details_and_summary(meds_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "labels"
     summary = label_meds_dataset(meds_dir, ["mortality_1y"], out)
-    table = pq.read_table(out / "mortality_1y.parquet")
+    table = pq.read_table(out / "mortality_1y" / "0.parquet")
     LabelSchema.validate(table)
     labels = pl.from_arrow(table)
     assert labels.rows() == [
@@ -55,7 +55,7 @@ def test_writes_meds_labels_details_and_summary(meds_dir: Path, tmp_path: Path) 
         (2, ts("2015-01-01 10:00:01"), False),
         (4, ts("2000-01-01 10:00:01"), False),
     ]
-    details = pl.read_parquet(out / "details" / "mortality_1y.parquet")
+    details = pl.read_parquet(out / "_details" / "mortality_1y.parquet")
     assert details.select(labels.columns).equals(labels)
     assert details["outcome_time"].to_list() == [ts("2019-12-20"), ts("2019-12-20"), None, None]
     assert details["split"].to_list() == ["train", "train", "tuning", "no_split"]
@@ -77,7 +77,7 @@ def test_writes_meds_labels_details_and_summary(meds_dir: Path, tmp_path: Path) 
 def test_refuses_to_overwrite_unless_asked(meds_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "labels"
     label_meds_dataset(meds_dir, ["mortality_1y"], out)
-    with pytest.raises(FileExistsError, match=r"mortality_1y.parquet: already exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match=r"mortality_1y: already exists; pass overwrite=True"):
         label_meds_dataset(meds_dir, ["mortality_1y"], out)
     label_meds_dataset(meds_dir, ["mortality_1y"], out, overwrite=True)
     # Another task in the same folder is fine.
@@ -88,7 +88,7 @@ def test_every_builtin_labels_a_small_dataset(meds_dir: Path, tmp_path: Path) ->
     summary = label_meds_dataset(meds_dir, builtin_task_names(), tmp_path / "labels")
     assert sorted(summary["tasks"]) == builtin_task_names()
     for name in builtin_task_names():
-        LabelSchema.validate(pq.read_table(tmp_path / "labels" / f"{name}.parquet"))
+        LabelSchema.validate(pq.read_table(tmp_path / "labels" / name / "0.parquet"))
 
 
 def test_user_task_file_and_bad_inputs(meds_dir: Path, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_hydra_stage_from_the_composed_config(meds_dir: Path, tmp_path: Path,
                       overrides=[f"input={meds_dir}", f"output={out}", "tasks=[mortality_1y]"])
         summary = run_label_stage(cfg)
         assert summary["tasks"]["mortality_1y"]["all"]["rows"] == 4
-        assert (out / "mortality_1y.parquet").is_file() and (out / "label_config.yaml").is_file()
+        assert (out / "mortality_1y" / "0.parquet").is_file() and (out / "label_config.yaml").is_file()
         assert "mortality_1y" in capsys.readouterr().out
         with pytest.raises(ValueError, match=r"label: set input=<value>"):
             run_label_stage(compose(config_name="label", overrides=[f"output={out}"]))

@@ -41,7 +41,7 @@ def labelled(synthea_meds: Path,
 
 @pytest.fixture(scope="module")
 def events(synthea_meds: Path) -> pl.DataFrame:
-    return pl.read_parquet(sorted((synthea_meds / "data").glob("*.parquet")))
+    return pl.read_parquet(sorted((synthea_meds / "data").rglob("*.parquet")))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def tokenizer(synthea_meds: Path) -> EventTokenizer:
 
 
 def details(labelled: tuple[Path, dict[str, Any], float], name: str) -> pl.DataFrame:
-    return pl.read_parquet(labelled[0] / "details" / f"{name}.parquet")
+    return pl.read_parquet(labelled[0] / "_details" / f"{name}.parquet")
 
 
 def test_builtins_are_the_documented_ones(labelled: tuple[Path, dict[str, Any], float]) -> None:
@@ -89,8 +89,8 @@ def test_labelling_is_fast_and_repeatable(labelled: tuple[Path, dict[str, Any], 
     out, _, seconds = labelled
     assert seconds < 30, f"labelling {len(builtin_task_names())} tasks took {seconds:.1f} s"
     again = label_meds_dataset(synthea_meds, ["mortality_1y"], tmp_path)
-    assert pl.read_parquet(tmp_path / "mortality_1y.parquet").equals(
-        pl.read_parquet(out / "mortality_1y.parquet"))
+    assert pl.read_parquet(tmp_path / "mortality_1y" / "0.parquet").equals(
+        pl.read_parquet(out / "mortality_1y" / "0.parquet"))
     assert again["tasks"]["mortality_1y"]["all"] == labelled[1]["tasks"]["mortality_1y"]["all"]
 
 
@@ -131,7 +131,7 @@ def test_no_input_token_at_or_after_the_prediction_time_and_outcomes_after_it(
 def test_all_prediction_times_of_a_subject_fall_in_its_split(
     labelled: tuple[Path, dict[str, Any], float], splits: pl.DataFrame, name: str
 ) -> None:
-    labels = pl.read_parquet(labelled[0] / f"{name}.parquet")
+    labels = pl.read_parquet(labelled[0] / name / "0.parquet")
     joined = labels.join(splits, on="subject_id", how="left")
     assert joined["split"].null_count() == 0
     assert (joined.group_by("subject_id").agg(pl.col("split").n_unique())["split"] == 1).all()

@@ -24,7 +24,7 @@ STREAMS = ("input_ids", "time_days", "age_years", "visit_index", "token_type")
 
 @pytest.fixture(scope="module")
 def events(synthea_meds: Path) -> pl.DataFrame:
-    return pl.read_parquet(sorted((synthea_meds / "data").glob("*.parquet")))
+    return pl.read_parquet(sorted((synthea_meds / "data").rglob("*.parquet")))
 
 
 @pytest.fixture(scope="module")
