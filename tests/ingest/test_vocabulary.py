@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fhir_builders import bundle, ingest, patient, ref, write_json, write_ndjson
 
 from ehrfm.ingest.code_formats import FORMATS
-from ehrfm.ingest.vocabulary import Vocabularies, shipped
+from ehrfm.ingest.config import IngestConfig, dataset_name_for
+from ehrfm.ingest.vocabulary import Vocabularies, VocabularyTableError, shipped
 
 MIMIC = "http://mimic.mit.edu/fhir/mimic/CodeSystem"
 
@@ -71,3 +73,64 @@ def test_user_entries_win_over_the_shipped_table(tmp_path: Path) -> None:
     assert table.code_from_coding({"system": "http://site.example/labs", "code": "K1"}) == "SITE_LAB/K1"
     assert table.vocabulary_for_system("http://loinc.org") == "LOINC_SITE"
     assert shipped().vocabulary_for_system("http://loinc.org") == "LOINC"  # the shipped one unchanged
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"systems": {"http://x": "BAD/NAME"}}, r"bad\.yaml: systems\['http://x'\] must be a vocabulary name"),
+    ({"vocabularies": {"X": {"format": "icd11"}}}, r"bad\.yaml: vocabularies\.X\.format must be one of"),
+    ({"vocabularies": {"X": {"colour": 1}}}, r"bad\.yaml: vocabularies\.X must be a mapping with keys"),
+    ({"sytems": {}}, r"bad\.yaml: unknown key\(s\) \['sytems'\]"),
+    (["not", "a", "mapping"], r"bad\.yaml: a vocabulary table is a mapping, got list"),
+])
+def test_a_bad_table_is_refused_naming_file_key_and_value(tmp_path: Path, content, message: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(content))
+    with pytest.raises(VocabularyTableError, match=message):
+        Vocabularies.load(files=[bad])
+    with pytest.raises(VocabularyTableError, match=message):  # before any worker starts
+        IngestConfig(inputs=["x"], output="y", vocabulary_files=[str(bad)])
+
+
+def test_a_bad_vocabularies_key_is_refused() -> None:
+    with pytest.raises(VocabularyTableError, match=r"ingest key 'vocabularies': systems\['http://x'\]"):
+        IngestConfig(inputs=["x"], output="y", vocabularies={"http://x": "has space"})
+
+
+def test_user_vocabularies_reach_the_ingested_codes(tmp_path: Path) -> None:
+    obs = {"resourceType": "Observation", "id": "o1", "status": "final", "subject": ref("Patient/p1"),
+           "effectiveDateTime": "2020-01-01T00:00:00Z",
+           "code": {"coding": [{"system": "http://site.example/labs", "code": "K1", "display": "Potassium"}]}}
+    source = write_ndjson(tmp_path / "in" / "all.ndjson", [patient("p1"), obs])
+    run = ingest(source, tmp_path / "out", vocabularies={"http://site.example/labs": "SITE_LAB"})
+    assert [r["code"] for r in run.events_of("o1")] == ["SITE_LAB/K1"]
+    assert run.description("SITE_LAB/K1") == "Potassium"
+
+
+def test_a_mix_resolves_inside_one_bundle(tmp_path: Path) -> None:
+    ndc = "http://hl7.org/fhir/sid/ndc"
+    base = {"resourceType": "Medication", "id": "m-base", "code": {"coding": [{"system": ndc, "code": "1"}]}}
+    additive = {"resourceType": "Medication", "id": "m-add",
+                "code": {"coding": [{"system": ndc, "code": "2", "display": "Additive"}]}}
+    mix = {"resourceType": "Medication", "id": "m-mix",
+           "ingredient": [{"itemReference": ref("urn:uuid:m-base")}, {"itemReference": ref("urn:uuid:m-add")},
+                          {"itemCodeableConcept": {"coding": [{"system": ndc, "code": "3"}]}}]}
+    order = {"resourceType": "MedicationRequest", "id": "mr", "status": "active", "intent": "order",
+             "subject": ref("urn:uuid:p1"), "authoredOn": "2020-01-01T00:00:00Z",
+             "medicationReference": ref("urn:uuid:m-mix")}
+    source = write_json(tmp_path / "in" / "b.json", bundle(patient("p1"), base, additive, mix, order))
+    run = ingest(source, tmp_path / "out")
+    assert [r["code"] for r in run.events_of("mr")] == ["NDC/1", "NDC/2", "NDC/3"]
+    assert run.description("NDC/2") == "Additive"
+
+
+@pytest.mark.parametrize("inputs,name", [
+    (["/data/mimic-iv-demo-fhir"], "mimic-iv-demo-fhir"),
+    (["/data/mimic-iv-demo-fhir/"], "mimic-iv-demo-fhir"),
+    (["/data/site_a.ndjson.gz"], "site_a"),
+    (["/data/synthea/*.json.gz"], "synthea"),
+    (["/x/a/p.json", "/x/a/q/r.json"], "a"),
+])
+def test_dataset_name_comes_from_the_input(inputs: list[str], name: str) -> None:
+    assert dataset_name_for(inputs) == name
+    assert IngestConfig(inputs=inputs, output="o").name == name
+    assert IngestConfig(inputs=inputs, output="o", dataset_name="given").name == "given"
