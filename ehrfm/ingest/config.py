@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any
 
 from ehrfm.ingest.sources import DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES
@@ -58,7 +59,15 @@ class IngestConfig:
     exclude_security_labels: Sequence[str] = ()
     reject_excerpts: bool = True  # False: rejects.parquet keeps no excerpt of the source text (PHI)
     overwrite: bool = False
-    dataset_name: str = "ehrfm"
+    # dataset.json's dataset_name; None: the input's name (see dataset_name_for).
+    dataset_name: str | None = None
+    # More Coding.system URI -> vocabulary name entries (win over the shipped vocabularies.yaml),
+    # and more tables in that file's layout (systems, vocabularies with formats, ...), in order.
+    vocabularies: Mapping[str, str] = field(default_factory=dict)
+    vocabulary_files: Sequence[str] = ()
+    # Patient.identifier system whose (integer) value becomes subject_id, so results join back
+    # to hospital tables; None: subject_id is a hash of the FHIR Patient id.
+    subject_id_system: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, os.PathLike)):
@@ -89,6 +98,22 @@ class IngestConfig:
         self.split_ratios = dict(self.split_ratios)
         validate_ratios(self.split_ratios)
         self.skip_types = DEFAULT_SKIP_TYPES if self.skip_types is None else tuple(self.skip_types)
+        self.vocabularies = dict(self.vocabularies or {})
+        if isinstance(self.vocabulary_files, (str, os.PathLike)):
+            self.vocabulary_files = [self.vocabulary_files]
+        self.vocabulary_files = tuple(os.fspath(path) for path in self.vocabulary_files or ())
+        # Checked here, before any worker starts: a bad table fails once, naming file, key and value.
+        from ehrfm.ingest.vocabulary import vocabularies_for
+
+        vocabularies_for(self.vocabularies, self.vocabulary_files)
+        if self.subject_id_system is not None and (not isinstance(self.subject_id_system, str)
+                                                   or not self.subject_id_system):
+            raise ValueError(f"subject_id_system must be an identifier system URI, got {self.subject_id_system!r}")
+
+    @property
+    def name(self) -> str:
+        """``dataset_name``, else the input's name: see :func:`dataset_name_for`."""
+        return self.dataset_name or dataset_name_for(self.inputs)
 
     @property
     def worker_count(self) -> int:
@@ -100,3 +125,29 @@ class IngestConfig:
         from ehrfm.typed_config import from_mapping
 
         return from_mapping(cls, values, where="ingest")
+
+
+def dataset_name_for(inputs: Sequence[str]) -> str:
+    """A dataset name from the inputs: the folder (or file, without extensions) they name.
+
+    Several inputs give their common folder's name; a glob is named by the folder before it.
+
+    >>> dataset_name_for(["/data/mimic-iv-demo-fhir/"])
+    'mimic-iv-demo-fhir'
+    >>> dataset_name_for(["/data/exports/site_a.ndjson.gz"])
+    'site_a'
+    >>> dataset_name_for(["/data/synthea/*.json.gz"]), dataset_name_for(["/x/a/p.json", "/x/a/q/"])
+    ('synthea', 'a')
+    """
+    paths = []
+    for item in inputs:
+        parts = PurePath(item).parts
+        cut = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+        paths.append(PurePath(*parts[:cut]) if cut else PurePath("."))
+    if len(paths) == 1:
+        path = paths[0]
+        name = path.name.split(".")[0] if "." in path.name and not Path(path).is_dir() else path.name
+    else:
+        common = os.path.commonpath([str(p) for p in paths]) if paths else ""
+        name = PurePath(common).name
+    return name or "fhir"

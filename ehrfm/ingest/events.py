@@ -21,6 +21,7 @@ from ehrfm import schema
 from ehrfm.ingest.fhirtime import FhirTimeError, to_utc_micros
 from ehrfm.ingest.references import BundleIndex, reference_text
 from ehrfm.ingest.subjects import subject_id_for
+from ehrfm.ingest.vocabulary import Vocabularies, shipped
 
 
 class Reject(Exception):
@@ -72,8 +73,14 @@ class EventEmitter:
         # code -> (file, position, text): the description read first in input order wins, so the
         # result does not depend on how files were spread over workers.
         self.descriptions: dict[str, tuple[int, int, str]] = {}
-        self.patients: list[tuple[str, int, int, int]] = []  # key, subject_id, file, entry
-        self.medications: list[tuple[str, str, str | None, int, int]] = []
+        # key, subject_id, identifiers [(system, value)], file, entry
+        self.patients: list[tuple[str, int, list[dict[str, str | None]], int, int]] = []
+        # id, code, description, ingredient reference, ingredient position, file, entry
+        self.medications: list[tuple[str, str | None, str | None, str | None, int, int, int]] = []
+        self.vocab: Vocabularies = shipped()  # the run's system -> vocabulary table
+        # code -> parent codes seen beside it in one CodeableConcept (an NDC's RxNorm concept). A
+        # fact about the codes, not about one resource, so it is not rolled back with a reject.
+        self.parents: dict[str, set[str]] = {}
         self._begin_rows = 0
         self._begin_patients = 0
         self._begin_medications = 0
@@ -185,6 +192,23 @@ class EventEmitter:
                 return self.time(value, name, start=name.endswith(".start"))
         return None
 
+    def concept(self, concept: Any) -> tuple[str, str | None] | None:
+        """(``VOCAB/code``, display) of a CodeableConcept (see :meth:`Vocabularies.code_from_concept`).
+
+        A concept with several codings also describes each of them and records the parents the
+        table knows among them, so codes.parquet knows every coding, not only the one written.
+        """
+        found = self.vocab.code_from_concept(concept)
+        if found is not None:
+            codings = concept.get("coding")
+            if isinstance(codings, list) and len(codings) > 1:
+                every = self.vocab.codes_of_concept(concept)
+                for code, display in every:
+                    self.describe(code, display or self.vocab.name_of(code))
+                for code, parent in self.vocab.parents_in_concept(every):
+                    self.parents.setdefault(code, set()).add(parent)
+        return found
+
     def describe(self, code: str, description: object) -> None:
         if not isinstance(description, str) or not description:
             return  # a display that is not text says nothing about the code
@@ -237,14 +261,19 @@ class EventEmitter:
         else:
             self.emit(code, time, **kwargs)
 
-    def register_patient(self) -> None:
+    def register_patient(self, identifiers: list[dict[str, str | None]] | None = None) -> None:
         assert self.patient_key is not None and self.subject_id is not None
-        self.patients.append((self.patient_key, self.subject_id, self.src_file, self.src_entry))
+        self.patients.append((self.patient_key, self.subject_id, identifiers or [], self.src_file, self.src_entry))
 
-    def register_medication(self, key: str, code: str | None, display: str | None) -> None:
-        """Keep a Medication's code (None: it has none) for references to it from other files."""
+    def register_medication(self, key: str, code: str | None, display: str | None,
+                            ingredient_ref: str | None = None, ingredient: int = 0) -> None:
+        """Keep a Medication's code (None: it has none) for references to it from other files.
+
+        A Medication without a code but with ingredients registers one row per ingredient: its
+        code (``itemCodeableConcept``) or the id of the Medication it refers to (``itemReference``).
+        """
         text = display if isinstance(display, str) else None
-        self.medications.append((key, code, text, self.src_file, self.src_entry))
+        self.medications.append((key, code, text, ingredient_ref, ingredient, self.src_file, self.src_entry))
 
     # -- hand-off to the spill writer --------------------------------------------------------
     def take_frame(self) -> pl.DataFrame:

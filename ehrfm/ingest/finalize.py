@@ -36,6 +36,7 @@ from ehrfm.ingest.fhirtime import BIRTH_SLACK_US
 from ehrfm.ingest.sources import location_text, read_records
 from ehrfm.ingest.subjects import split_for
 from ehrfm.ingest.worker import (
+    IDENTIFIERS,
     LOCATED_SCHEMA,
     MEDICATION_SCHEMA,
     PATIENT_SCHEMA,
@@ -57,6 +58,7 @@ class FinalizeResult:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     events: int = 0
     removed_events: int = 0  # events of resources rejected or quarantined here
+    added_events: int = 0  # events added here: a medication mix becomes one event per ingredient
     shards: list[str] = field(default_factory=list)
     codes: set[str] = field(default_factory=set)
     patients: pl.DataFrame = field(default_factory=pl.DataFrame)  # patient_id, subject_id, split
@@ -76,7 +78,7 @@ def standing_patients(copies: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFra
     patients = (
         patients.sort(_RESOURCE_KEY)
         .unique("patient_id", keep="first", maintain_order=True)
-        .select("patient_id", schema.SUBJECT_ID)
+        .select("patient_id", schema.SUBJECT_ID, IDENTIFIERS, *_RESOURCE_KEY)
     )
     clash = patients.group_by(schema.SUBJECT_ID).agg(pl.col("patient_id")).filter(
         pl.col("patient_id").list.len() > 1
@@ -87,20 +89,92 @@ def standing_patients(copies: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFra
     return patients
 
 
+class SubjectIdentifierError(ValueError):
+    """``subject_id_system`` is set, and a Patient lacks that identifier or its value is not an integer."""
+
+
+def subject_ids_from_identifier(patients: pl.DataFrame, system: str, files: list[str]) -> pl.DataFrame:
+    """``patients`` with ``_output_subject_id``: the integer value of their ``system`` identifier.
+
+    Raises :class:`SubjectIdentifierError` naming the file, the Patient, the system and the value
+    when a Patient lacks it, holds a non-integer, or shares its value with another Patient.
+    """
+    values = []
+    for patient_id, identifiers, src_file, src_entry in patients.select(
+            "patient_id", IDENTIFIERS, *_RESOURCE_KEY).iter_rows():
+        where = f"{files[src_file]} ({location_text(src_entry)}): Patient/{patient_id}"
+        found = [item["value"] for item in identifiers or () if item["system"] == system]
+        if not found:
+            seen = sorted({str(item["system"]) for item in identifiers or ()})
+            raise SubjectIdentifierError(f"{where} has no identifier with system {system!r} "
+                                         f"(subject_id_system); its identifier systems: {seen}")
+        text = found[0].strip()
+        if not (text.isascii() and text.lstrip("-").isdigit()) or not -(1 << 63) <= int(text) < (1 << 63):
+            raise SubjectIdentifierError(f"{where}: identifier {system}|{found[0]!r} is not an integer, "
+                                         "so it cannot be the subject_id (subject_id_system)")
+        values.append(int(text))
+    frame = patients.with_columns(pl.Series("_output_subject_id", values, dtype=pl.Int64()))
+    clash = frame.group_by("_output_subject_id").agg(pl.col("patient_id")).filter(pl.col("patient_id").list.len() > 1)
+    if clash.height:
+        value, ids = clash.row(0)
+        raise SubjectIdentifierError(f"Patients {sorted(ids)} share the identifier {system}|{value}, "
+                                     "so it cannot be the subject_id (subject_id_system)")
+    return frame
+
+
 def read_medications(tmp: Path, removed: pl.DataFrame) -> pl.DataFrame:
-    """Every Medication copy that stands (id, code or null, description), in input order."""
+    """Every Medication copy that stands, one row per ingredient of a mix, in input order."""
     medications = _spill(tmp, "medications", MEDICATION_SCHEMA)
     if removed.height:
         medications = medications.join(removed, on=_RESOURCE_KEY, how="anti")
-    return medications.sort(_RESOURCE_KEY).select("medication_id", "code", "description")
+    return medications.sort([*_RESOURCE_KEY, "ingredient"])
+
+
+_MIX_DEPTH = 8  # a mix of mixes is followed this deep; deeper (or a cycle) is a problem, not a hang
 
 
 def _medication_codes(medications: pl.DataFrame) -> pl.DataFrame:
-    """id -> code (null: the Medication has none) for resolving references."""
-    return (
-        medications.unique("medication_id", keep="first", maintain_order=True)
-        .select("medication_id", pl.col("code").alias("_med_code"), pl.lit(True).alias("_med_known"))
-    )
+    """id -> code rows for resolving references: one row per Medication, or per ingredient of a mix.
+
+    ``_med_code`` is null when the Medication cannot give a code; ``_med_problem`` then says why
+    for a mix (an ingredient that is missing or has no code). The first copy of an id read wins.
+    """
+    first = medications.unique("medication_id", keep="first", maintain_order=True).select(
+        "medication_id", *_RESOURCE_KEY)
+    rows = medications.join(first, on=["medication_id", *_RESOURCE_KEY], how="semi")
+    parts: dict[str, list[tuple[str | None, str | None]]] = {}
+    for med_id, code, ref in rows.select("medication_id", "code", "ingredient_ref").iter_rows():
+        parts.setdefault(med_id, []).append((code, ref))
+
+    def codes_of(med_id: str, depth: int) -> tuple[list[str], str | None]:
+        """(codes, problem) of one Medication, following ingredient references."""
+        found: list[str] = []
+        for code, ref in parts[med_id]:
+            if code is not None:
+                found.append(code)
+            elif ref is None:
+                return [], None  # no code and no ingredients: "has no code"
+            elif ref not in parts:
+                return [], f"its ingredient Medication/{ref} is not in the input"
+            elif depth >= _MIX_DEPTH:
+                return [], f"its ingredients nest deeper than {_MIX_DEPTH} Medications (a cycle?)"
+            else:
+                inner, problem = codes_of(ref, depth + 1)
+                if not inner:
+                    return [], problem or f"its ingredient Medication/{ref} has no code"
+                found.extend(inner)
+        return found, None
+
+    out_rows = []
+    for med_id in parts:
+        codes, problem = codes_of(med_id, 0)
+        if codes:
+            out_rows.extend((med_id, code, None, position) for position, code in enumerate(codes))
+        else:
+            out_rows.append((med_id, None, problem, 0))
+    return pl.DataFrame(out_rows, orient="row", schema={
+        "medication_id": pl.String(), "_med_code": pl.String(), "_med_problem": pl.String(),
+        "_ingredient": pl.Int32()}).with_columns(pl.lit(True).alias("_med_known"))
 
 
 def _medication_descriptions(medications: pl.DataFrame) -> dict[str, str]:
@@ -285,11 +359,14 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     shared.mkdir(parents=True, exist_ok=True)
     removed = resolve_copies(tmp, files, config, partitions=len(shards))
     patient_copies = _spill(tmp, "patients", PATIENT_SCHEMA)
-    patients = with_splits(standing_patients(patient_copies, removed), config.split_ratios)
+    patients = standing_patients(patient_copies, removed)
+    if config.subject_id_system is not None:
+        patients = subject_ids_from_identifier(patients, config.subject_id_system, files)
+    patients = with_splits(patients, config.split_ratios)
     medications = read_medications(tmp, removed)
     removed_patients = patient_copies.join(removed, on=_RESOURCE_KEY, how="inner").select(
         pl.col("patient_id").alias(schema.RESOURCE_ID), "_reason")
-    patients.write_parquet(shared / "patients.parquet")
+    patients.drop(IDENTIFIERS).write_parquet(shared / "patients.parquet")
     _patient_notes(tmp, patients, removed_patients).write_parquet(shared / "patient_notes.parquet")
     _medication_codes(medications).write_parquet(shared / "medications.parquet")
     removed.write_parquet(shared / "removed.parquet")
@@ -297,7 +374,11 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     data_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir = output / "quarantine" if config.before_birth == "quarantine" else None
     jobs = [(index, [str(f) for f in shard_files]) for index, shard_files in enumerate(shards) if shard_files]
-    result = FinalizeResult(patients=patients, descriptions=_medication_descriptions(medications))
+    if "_output_subject_id" in patients.columns:  # what metadata shows: the subject_id written
+        patients = patients.with_columns(pl.col("_output_subject_id").alias(schema.SUBJECT_ID)).drop(
+            "_output_subject_id")
+    result = FinalizeResult(patients=patients.drop(_RESOURCE_KEY),
+                            descriptions=_medication_descriptions(medications))
     rejects: list[pl.DataFrame] = []
     for shard in map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
                         [str(data_dir)] * len(jobs), [quarantine_dir and str(quarantine_dir)] * len(jobs)):
@@ -305,6 +386,7 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
         result.codes.update(shard.codes)
         result.events += shard.events
         result.removed_events += shard.removed_events
+        result.added_events += shard.added_events
         rejects.extend(shard.rejects)
     file_names = pl.DataFrame({SRC_FILE: list(range(len(files))), "source_file": files},
                               schema={SRC_FILE: pl.Int32(), "source_file": pl.String()})
@@ -323,6 +405,7 @@ class ShardResult:
     files: list[str]  # relative to the data folder: <split>/<shard index>.parquet
     rejects: list[pl.DataFrame]
     removed_events: int = 0
+    added_events: int = 0
 
 
 class IngestIntegrityError(RuntimeError):
@@ -353,14 +436,17 @@ def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir:
         Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
         table = schema.to_meds_table(resolved.quarantined.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
         pq.write_table(table, Path(quarantine_dir) / f"{shard_index}.parquet")
-    removed_events = spilled - events.height
+    removed_events = spilled + resolved.added - events.height
     if events.height == 0:
-        return ShardResult(Counter(), set(), 0, [], rejects, removed_events)
+        return ShardResult(Counter(), set(), 0, [], rejects, removed_events, resolved.added)
     events = events.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
     written = events.select(_RESOURCE_KEY + [schema.RESOURCE_TYPE]).unique()
     counts = Counter(dict(written[schema.RESOURCE_TYPE].value_counts().iter_rows()))
     codes = set(events[schema.CODE].unique().to_list())
-    splits = pl.read_parquet(shared / "patients.parquet", columns=[schema.SUBJECT_ID, schema.SPLIT])
+    splits = pl.read_parquet(shared / "patients.parquet")
+    if "_output_subject_id" in splits.columns:  # _resolve already wrote the identifier's subject_id
+        splits = splits.with_columns(pl.col("_output_subject_id").alias(schema.SUBJECT_ID))
+    splits = splits.select(schema.SUBJECT_ID, schema.SPLIT)
     events = events.join(splits, on=schema.SUBJECT_ID, how="left", maintain_order="left")
     if events[schema.SPLIT].null_count():
         raise IngestIntegrityError(f"shard {shard_index}: {events[schema.SPLIT].null_count()} events belong to no "
@@ -375,7 +461,7 @@ def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir:
         pq.write_table(table, folder / f"{shard_index}.parquet")
         written_files.append(f"{split}/{shard_index}.parquet")
         rows += table.num_rows
-    return ShardResult(counts, codes, rows, written_files, rejects, removed_events)
+    return ShardResult(counts, codes, rows, written_files, rejects, removed_events, resolved.added)
 
 
 @dataclass
@@ -383,6 +469,7 @@ class _Resolved:
     events: pl.DataFrame
     rejects: list[pl.DataFrame]
     quarantined: pl.DataFrame | None = None
+    added: int = 0  # events added by resolving medication mixes
 
 
 def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataFrame,
@@ -422,18 +509,23 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
                          pl.col("_note").fill_null("which is not in the input")))
 
     # 3. Medications referenced by id, resolved against every Medication resource read.
+    added = 0
     pending = events.filter(pl.col(MEDICATION_REF).is_not_null())
     if pending.height:
+        before = events.height
         events = events.join(medications, left_on=MEDICATION_REF, right_on="medication_id", how="left")
+        added = events.height - before
         unresolved = pl.col(MEDICATION_REF).is_not_null() & pl.col("_med_code").is_null()
         reject(events.filter(unresolved & pl.col("_med_known").is_null()), "unresolved medication",
                pl.format("medicationReference Medication/{} is not in the input", pl.col(MEDICATION_REF)))
         reject(events.filter(unresolved & pl.col("_med_known").is_not_null()), "no code",
-               pl.format("medicationReference Medication/{} is in the input but has no code",
-                         pl.col(MEDICATION_REF)))
-        events = events.with_columns(
-            pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE)
-        ).drop("_med_code", "_med_known")
+               pl.format("medicationReference Medication/{} is in the input but {}", pl.col(MEDICATION_REF),
+                         pl.col("_med_problem").fill_null("has no code")))
+        # A mix joined one row per ingredient: number the resource's events again, in order.
+        events = events.sort([*_RESOURCE_KEY, SEQ, "_ingredient"], nulls_last=False).with_columns(
+            pl.coalesce(schema.CODE, "_med_code").alias(schema.CODE),
+            (pl.int_range(pl.len()).over(_RESOURCE_KEY)).cast(pl.Int32).alias(SEQ),
+        ).drop("_med_code", "_med_known", "_med_problem", "_ingredient")
 
     # 4. Times taken from the start of the resource's encounter.
     if events[NEEDS_ENCOUNTER_TIME].any():
@@ -462,7 +554,18 @@ def _resolve(events: pl.DataFrame, patients: pl.DataFrame, medications: pl.DataF
         as_date = [pl.col(c).cast(pl.Datetime("us")).dt.strftime("%Y-%m-%d %H:%M") for c in (schema.TIME, "_birth")]
         reject(timed, "before birth",
                pl.format("an event at {} is before the patient's birth ({})", *as_date), keep=True)
-    return _Resolved(events, rejects, pl.concat(quarantined) if quarantined else None)
+
+    # 6. subject_id from a Patient identifier (subject_id_system): every check above used the hash.
+    held = pl.concat(quarantined) if quarantined else None
+    if "_output_subject_id" in patients.columns:
+        mapping = patients.select(schema.SUBJECT_ID, "_output_subject_id")
+
+        def remap(frame: pl.DataFrame) -> pl.DataFrame:
+            return frame.join(mapping, on=schema.SUBJECT_ID, how="left").with_columns(
+                pl.col("_output_subject_id").alias(schema.SUBJECT_ID)).drop("_output_subject_id")
+        events = remap(events)
+        held = remap(held) if held is not None else None
+    return _Resolved(events, rejects, held, added)
 
 
 def _reject_rows(rejects: list[pl.DataFrame], file_names: pl.DataFrame) -> pl.DataFrame:

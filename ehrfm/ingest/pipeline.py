@@ -31,7 +31,8 @@ from ehrfm.ingest.config import IngestConfig
 from ehrfm.ingest.finalize import IngestIntegrityError, finalize
 from ehrfm.ingest.sources import discover_inputs
 from ehrfm.ingest.summary import IngestSummary
-from ehrfm.ingest.worker import REJECT_SCHEMA, BatchResult, ingest_batch
+from ehrfm.ingest.vocabulary import vocabularies_for
+from ehrfm.ingest.worker import IDENTIFIERS, REJECT_SCHEMA, BatchResult, ingest_batch
 from ehrfm.meds_dataset import mark_complete
 from ehrfm.outputs import exclusive_output, prepare_output, refuse_overlap
 
@@ -89,9 +90,10 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             patients = final.patients
             descriptions = {**final.descriptions,
                             **{code: found[2] for code, found in batch.descriptions.items()}}
-            if batch.events != final.events + final.removed_events:
+            if batch.events + final.added_events != final.events + final.removed_events:
                 raise IngestIntegrityError(
-                    f"the workers emitted {batch.events} events but finalize saw "
+                    f"the workers emitted {batch.events} events (+{final.added_events} medication-mix "
+                    "ingredients) but finalize saw "
                     f"{final.events + final.removed_events} ({final.events} written, {final.removed_events} "
                     "rejected): events were lost or added between the two steps; nothing is marked complete")
             _write_rejects(tmp, output, finalize_rejects)
@@ -102,7 +104,7 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
                 input_bytes=sum(p.stat().st_size for p in files),
                 ignored=discovery.ignored, parts_skipped=batch.parts_skipped,
             )
-            _write_metadata(output, config, summary, patients, final.codes, descriptions)
+            _write_metadata(output, config, summary, patients, final.codes, descriptions, batch.parents)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not summary.balanced:
@@ -187,11 +189,12 @@ def _write_rejects(tmp: Path, output: Path, finalize_rejects: pl.DataFrame) -> N
 
 
 def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, patients: pl.DataFrame,
-                    codes: set[str], descriptions: dict[str, str]) -> None:
+                    codes: set[str], descriptions: dict[str, str],
+                    parents: dict[str, set[str]] | None = None) -> None:
     meta = output / "metadata"
     meta.mkdir(parents=True, exist_ok=True)
     dataset = {
-        "dataset_name": config.dataset_name,
+        "dataset_name": config.name,
         "dataset_version": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         "etl_name": "ehrfm.ingest",
         "etl_version": ehrfm.__version__,
@@ -202,11 +205,21 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
         "other_extension_columns": [schema.RESOURCE_TYPE],
     }
 
-    all_codes = sorted(codes | set(descriptions))
+    parents = parents or {}
+    # Codes written, and codes the data says something about (a display, a parent) though another
+    # coding of their concept was the one written (the NDC beside a Medication's RxNorm code).
+    all_codes = sorted(codes | set(descriptions) | set(parents))
+    vocab = vocabularies_for(config.vocabularies, config.vocabulary_files)
+
+    def parents_of(code: str) -> list[str] | None:
+        # The ICD category from the code itself, then parents seen beside it (an NDC's RxNorm).
+        found = [*vocab.parent_codes(code), *sorted(parents.get(code, ()))]
+        return found or None
+
     code_table = pa.table({
         "code": pa.array(all_codes, pa.string()),
         "description": pa.array([descriptions.get(c) for c in all_codes], pa.string()),
-        "parent_codes": pa.array([None] * len(all_codes), pa.list_(pa.string())),
+        "parent_codes": pa.array([parents_of(c) for c in all_codes], pa.list_(pa.string())),
     })
     CodeMetadataSchema.validate(code_table)
     pq.write_table(code_table, meta / "codes.parquet")
@@ -219,7 +232,8 @@ def _write_metadata(output: Path, config: IngestConfig, summary: IngestSummary, 
     })
     SubjectSplitSchema.validate(split_table)
     pq.write_table(split_table, meta / "subject_splits.parquet")
-    patients.select(schema.SUBJECT_ID, pl.col("patient_id").alias("fhir_patient_id")).write_parquet(
+    # identifiers: Patient.identifier as {system, value} pairs, so results join back to hospital tables.
+    patients.select(schema.SUBJECT_ID, pl.col("patient_id").alias("fhir_patient_id"), IDENTIFIERS).write_parquet(
         meta / "subjects.parquet"
     )
     (meta / "ingest_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -30,6 +30,7 @@ from ehrfm.ingest.fhirtime import FhirTimeError, to_utc_micros
 from ehrfm.ingest.mappers import MAPPERS, REFERENCE_ONLY_TYPES
 from ehrfm.ingest.sources import Record, location_text, read_records
 from ehrfm.ingest.strict import validation_error
+from ehrfm.ingest.vocabulary import vocabularies_for
 
 UNREADABLE = "(unreadable)"
 
@@ -43,12 +44,17 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "detail": pl.String(),
     "excerpt": pl.String(),
 }
+IDENTIFIERS = "identifiers"  # Patient.identifier as a list of {system, value}
+IDENTIFIER_TYPE = pl.List(pl.Struct({"system": pl.String(), "value": pl.String()}))
 PATIENT_SCHEMA: dict[str, pl.DataType] = {
-    "patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64(),
+    "patient_id": pl.String(), schema.SUBJECT_ID: pl.Int64(), IDENTIFIERS: IDENTIFIER_TYPE,
     "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
+# One row per Medication, or one per ingredient of a Medication that has ingredients but no code
+# (``ingredient_ref``: the id of the Medication an ingredient names; ``ingredient``: its position).
 MEDICATION_SCHEMA: dict[str, pl.DataType] = {
     "medication_id": pl.String(), "code": pl.String(), "description": pl.String(),
+    "ingredient_ref": pl.String(), "ingredient": pl.Int32(),
     "_src_file": pl.Int32(), "_src_entry": pl.Int64(),
 }
 # Where one copy of a resource is, for two spills. "resources": one row per reference-data
@@ -74,6 +80,7 @@ class BatchResult:
     parts_skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # inside written resources
     events: int = 0  # events emitted into the spill, checked against what finalize writes
     descriptions: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # code -> (file, pos, text)
+    parents: dict[str, set[str]] = field(default_factory=dict)  # code -> parents seen beside it
 
     def merge(self, other: BatchResult) -> None:
         self.read.update(other.read)
@@ -86,6 +93,8 @@ class BatchResult:
             mine = self.descriptions.get(code)
             if mine is None or found[:2] < mine[:2]:
                 self.descriptions[code] = found
+        for code, parents in other.parents.items():
+            self.parents.setdefault(code, set()).update(parents)
 
 
 class _Spill:
@@ -162,6 +171,7 @@ def ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) -
 def _ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) -> BatchResult:
     result = BatchResult()
     emitter = EventEmitter()
+    emitter.vocab = vocabularies_for(config.vocabularies, config.vocabulary_files)
     spill = _Spill(Path(tmp), config.reject_excerpts)
     skip_types = frozenset(config.skip_types)
     for file_index, path_text in files:
@@ -176,6 +186,7 @@ def _ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) 
                 spill.flush(emitter)
     spill.flush(emitter)
     result.descriptions = emitter.descriptions
+    result.parents = emitter.parents
     result.parts_skipped = emitter.skipped_parts
     result.events = spill.events
     return result

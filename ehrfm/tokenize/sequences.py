@@ -103,13 +103,18 @@ FREE_TEXT_CODE = f"{TEXT_PREFIX}/{FREE_TEXT}"
 VALUE_MARKERS: tuple[str, ...] = (
     "<", "<=", ">=", ">", "ad", "range", "ratio", "period", "datetime", "time", "sampled-data",
 )
-# Vocabulary names ehrfm ingest writes for code systems (ehrfm/ingest/vocabulary.py: the values of
-# SYSTEM_TO_VOCAB and NOSYSTEM; tests/tokenize check the two lists agree, and that every name is
-# [A-Za-z0-9-]+ so it needs no regex escape). TEXT is not among them:
+# Vocabulary names ehrfm ingest writes for code systems (the names of the table shipped in
+# ehrfm/ingest/vocabularies.yaml, and NOSYSTEM; tests/tokenize check the two lists agree, and that
+# every name is [A-Za-z0-9_-]+ so it needs no regex escape). Kept here, not read from ingest, so a
+# saved tokenizer reads text the same way whatever the table; names a user adds at ingest are not
+# among them (their answers count as free text). TEXT is not among them:
 # ``TEXT/<words>`` is a concept with only text, not a coded answer.
 CODED_VOCABS: tuple[str, ...] = (
     "ATC", "ActCode", "CDCREC", "CPT", "CVX", "DCM", "HCPCS", "HL7v2-0074", "ICD10", "ICD10CM",
-    "ICD10PCS", "ICD9CM", "LOINC", "NDC", "NOSYSTEM", "NUCC", "ObsCategory", "RxNorm", "SNOMED", "UCUM",
+    "ICD10PCS", "ICD9CM", "ICD9Proc", "LOINC", "MIMIC_IV_Drug", "MIMIC_IV_ED_OBSERVATION", "MIMIC_IV_ED_VITAL",
+    "MIMIC_IV_FORMULARY", "MIMIC_IV_GSN", "MIMIC_IV_ITEM", "MIMIC_IV_LABITEM", "MIMIC_IV_MICRO_ANTIBIOTIC",
+    "MIMIC_IV_MICRO_ORGANISM", "MIMIC_IV_MICRO_TEST", "NDC", "NOSYSTEM", "NUCC", "ObsCategory", "RxNorm",
+    "SNOMED", "UCUM",
 )
 # An unknown code system's name: the URI folded to [A-Za-z0-9._-] plus ``~`` and 6 hex digits.
 HASHED_VOCAB_PATTERN = r"[A-Za-z0-9._-]+~[0-9a-f]{6}"

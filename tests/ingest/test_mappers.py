@@ -78,7 +78,7 @@ def test_patient(tmp_path: Path) -> None:
     ]
     assert set(run.events["resource_type"].to_list()) == {"Patient"}
     assert run.events["subject_id"].unique().to_list() == [sid("pat-1")]
-    assert run.subjects.to_dicts() == [{"subject_id": sid("pat-1"), "fhir_patient_id": "pat-1"}]
+    assert run.subjects.to_dicts() == [{"subject_id": sid("pat-1"), "fhir_patient_id": "pat-1", "identifiers": []}]
     assert run.description("RACE/2106-3") == "White"
     assert run.description("ETHNICITY/2186-5") == "Not Hispanic or Latino"
     assert run.summary.written == {"Patient": 1} and run.summary.subjects == 1

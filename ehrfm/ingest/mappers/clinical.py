@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from ehrfm.ingest.events import EventEmitter, Reject
-from ehrfm.ingest.vocabulary import code_from_concept
 
 
 def _emit_coded(resource: dict[str, Any], out: EventEmitter, *, code_field: str,
                 subject_field: str, time_fields: tuple[str, ...]) -> None:
     out.subject_from(resource, subject_field)
     out.encounter_from(resource)
-    found = code_from_concept(resource.get(code_field))
+    found = out.concept(resource.get(code_field))
     if found is None:
         raise Reject("no code", f"{out.resource_type}.{code_field} has no coding and no text")
     out.emit_at(found[0], out.first_time(resource, *time_fields), description=found[1])

@@ -14,7 +14,6 @@ import binascii
 from typing import Any
 
 from ehrfm.ingest.events import EventEmitter, Reject
-from ehrfm.ingest.vocabulary import code_from_concept
 
 NOTE_FALLBACK_CODE = "NOTE/unknown-type"
 # ASCII whitespace (space, tab, LF, VT, FF, CR): what MIME line wrapping may put inside base64.
@@ -25,7 +24,7 @@ def map_document_reference(resource: dict[str, Any], out: EventEmitter) -> None:
     out.subject_from(resource)
     context = resource.get("context") if isinstance(resource.get("context"), dict) else {}
     out.encounter_from(context)
-    found = code_from_concept(resource.get("type")) or (NOTE_FALLBACK_CODE, "Clinical note of unknown type")
+    found = out.concept(resource.get("type")) or (NOTE_FALLBACK_CODE, "Clinical note of unknown type")
     time = out.first_time(resource, "date")
     if time is None:
         time = out.first_time(context, "period.start")

@@ -6,7 +6,6 @@ from typing import Any
 
 from ehrfm import schema
 from ehrfm.ingest.events import EventEmitter, Reject
-from ehrfm.ingest.vocabulary import code_from_concept
 
 
 def map_encounter(resource: dict[str, Any], out: EventEmitter) -> None:
@@ -26,7 +25,7 @@ def map_encounter(resource: dict[str, Any], out: EventEmitter) -> None:
     out.emit(f"{schema.VISIT_START_PREFIX}/{class_code}", start,
              description=f"Visit start ({class_display or class_code})")
     for concept in resource.get("type") or ():
-        found = code_from_concept(concept)
+        found = out.concept(concept)
         if found is not None:
             out.emit(found[0], start, description=found[1])
             break

@@ -11,7 +11,12 @@ itself and never a Python repr, so it stays a categorical value a tokenizer can 
 ``valueCodeableConcept``
     text = the answer's own ``VOCAB/code``, described in codes.parquet.
 ``valueString``
-    text = the string (a non-string is an invalid value).
+    text = the string (a non-string is an invalid value), except: a plain decimal number
+    (``"3"``, ``"-0.5"``, ``"12."``; no exponent, no leading zero such as ``"007"``, which reads
+    as an identifier) is numeric = the number with no text, as MIMIC writes pain scores; and an
+    ISO date-time (``"2180-07-23T12:00:00"``, ``"2180-07-23"``) is the ``"datetime"`` marker, as
+    for valueDateTime, so moments never become one token per value. A string that is not a
+    number stays text, so a code with both ("3", "Unable to score") keeps both.
 ``valueBoolean``
     numeric 1.0 / 0.0 (anything but true/false is an invalid value).
 ``valueInteger``
@@ -59,7 +64,6 @@ from typing import Any
 
 from ehrfm.ingest.events import FLOAT32_MAX, EventEmitter, Reject
 from ehrfm.ingest.fhirtime import DAY_US, FhirTimeError, to_utc_micros
-from ehrfm.ingest.vocabulary import code_from_concept
 
 _TIME_FIELDS = ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued")
 _VALUE_KEYS = (
@@ -77,7 +81,7 @@ _Value = tuple[float | None, str | None, str | None]
 def map_observation(resource: dict[str, Any], out: EventEmitter) -> None:
     out.subject_from(resource)
     out.encounter_from(resource)
-    found = code_from_concept(resource.get("code"))
+    found = out.concept(resource.get("code"))
     if found is None:
         raise Reject("no code", "Observation.code has no coding and no text")
     time = out.first_time(resource, *_TIME_FIELDS)
@@ -93,7 +97,7 @@ def map_observation(resource: dict[str, Any], out: EventEmitter) -> None:
         try:
             if not isinstance(component, dict):
                 raise Reject("invalid value", f"Observation.component[{index}] is not an object")
-            component_code = code_from_concept(component.get("code"))
+            component_code = out.concept(component.get("code"))
             if component_code is None:
                 raise Reject("no code", f"Observation.component[{index}].code has no coding and no text")
             numeric, text, unit = _value_of(component, out, where=where)
@@ -112,7 +116,7 @@ def map_observation(resource: dict[str, Any], out: EventEmitter) -> None:
 def map_diagnostic_report(resource: dict[str, Any], out: EventEmitter) -> None:
     out.subject_from(resource)
     out.encounter_from(resource)
-    found = code_from_concept(resource.get("code"))
+    found = out.concept(resource.get("code"))
     if found is None:
         raise Reject("no code", "DiagnosticReport.code has no coding and no text")
     conclusion = resource.get("conclusion") if isinstance(resource.get("conclusion"), str) else None
@@ -142,7 +146,7 @@ def _value_of(element: dict[str, Any], out: EventEmitter, *, where: str) -> _Val
         value = element["valueString"]
         if not isinstance(value, str):
             raise _invalid(where, f"valueString is not a string: {value!r}")
-        return None, value, None
+        return _string_value(value)
     if "valueBoolean" in element:
         value = element["valueBoolean"]
         if not isinstance(value, bool):
@@ -170,9 +174,33 @@ def _value_of(element: dict[str, Any], out: EventEmitter, *, where: str) -> _Val
     return None, None, None
 
 
+_NUMBER_START = frozenset("0123456789-+.")
+
+
+def _string_value(value: str) -> _Value:
+    """A valueString as a number, the datetime marker, or the text itself (see the module doc)."""
+    text = value.strip()
+    if not text or text[0] not in _NUMBER_START:  # the common word-valued string: one set lookup
+        return None, value, None
+    body = text[1:] if text[0] in "+-" else text
+    whole, dot, fraction = body.partition(".")
+    if (whole or fraction) and (not whole or whole.isdigit()) and (not fraction or fraction.isdigit()) \
+            and whole.isascii() and fraction.isascii() and not (len(whole) > 1 and whole[0] == "0"):
+        number = float(text)
+        if abs(number) <= FLOAT32_MAX:
+            return number, None, None
+    if len(text) >= 10 and text[4] == "-" and text[:4].isdigit():
+        try:
+            to_utc_micros(text)
+        except FhirTimeError:
+            return None, value, None
+        return None, "datetime", None
+    return None, value, None
+
+
 def _coded_text(concept: Any, out: EventEmitter) -> str | None:
     """``VOCAB/code`` of an answer or reason concept, described in codes.parquet."""
-    answer = code_from_concept(concept)
+    answer = out.concept(concept)
     if answer is None:
         return None
     out.describe(answer[0], answer[1])

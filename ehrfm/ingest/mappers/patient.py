@@ -17,7 +17,7 @@ def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
     if not out.resource_id:
         raise Reject("no id", "Patient has neither an id nor a Bundle fullUrl, so nothing can refer to it")
     out.set_patient(out.resource_id)
-    out.register_patient()
+    out.register_patient(patient_identifiers(resource))
 
     gender = resource.get("gender") or "unknown"
     out.emit(f"GENDER/{gender}", None, description=f"Administrative gender: {gender}")
@@ -47,6 +47,21 @@ def map_patient(resource: dict[str, Any], out: EventEmitter) -> None:
     elif resource.get("deceasedBoolean") is True:
         # Known dead, time unknown: a static fact rather than an invented date.
         out.emit(schema.DEATH_CODE, None, description="Death")
+
+
+def patient_identifiers(resource: dict[str, Any]) -> list[dict[str, str | None]]:
+    """``Patient.identifier`` as {system, value} pairs (kept in subjects.parquet, to join back).
+
+    >>> patient_identifiers({"identifier": [{"system": "http://h/mrn", "value": "12"}, {"value": 3}, "x"]})
+    [{'system': 'http://h/mrn', 'value': '12'}, {'system': None, 'value': '3'}]
+    """
+    found = []
+    for identifier in resource.get("identifier") or ():
+        if not isinstance(identifier, dict) or identifier.get("value") is None:
+            continue
+        system = identifier.get("system")
+        found.append({"system": system if isinstance(system, str) else None, "value": str(identifier["value"])})
+    return found
 
 
 def _emit_omb_categories(extension: dict[str, Any], prefix: str, out: EventEmitter) -> None:
