@@ -77,6 +77,7 @@ from ehrfm.outputs import (
 from ehrfm.predict.bundle import CALIBRATION_FILE, file_digest
 from ehrfm.predict.meds_predictions import write_meds_predictions
 from ehrfm.predict.states import STATE_SUFFIX, HistoryStates
+from ehrfm.progress import progress_bar
 from ehrfm.schema import BOOLEAN_VALUE, PREDICTED_BOOLEAN_PROBABILITY, PREDICTION_TIME, SUBJECT_ID, TASK
 from ehrfm.typed_config import resolve_config, to_mapping
 
@@ -210,8 +211,6 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     (``score(bundle="runs/mtf/task_per_task/model", input="meds/", output="scores/")``).
     A worker run (``worker`` set) scores its share of the shards and returns their counts only.
     """
-    from tqdm.auto import tqdm
-
     config = resolve_config(ScoreConfig, config, settings, where="score")
     started = time.perf_counter()
     output = Path(config.output)
@@ -245,7 +244,7 @@ def score(config: ScoreConfig | Mapping[str, Any] | None = None, /, **settings: 
     shard_subjects = {s: pl.read_parquet(s, columns=[SUBJECT_ID])[SUBJECT_ID].cast(pl.Int64).unique() for s in mine}
     patients = sum(subjects.len() for subjects in shard_subjects.values())
     resumed = scored_here = continued = 0
-    progress = tqdm(total=patients, unit="patient", desc="scoring", disable=None)
+    progress = progress_bar(total=patients, unit="patient", desc="score")
     for shard in mine:
         name = shard_id(meds_dir, shard)  # stems repeat across split folders (train/0, tuning/0)
         done, skipped_part = parts / f"{name}.parquet", parts / f"{name}.skipped.parquet"
