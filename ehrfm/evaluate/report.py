@@ -56,6 +56,7 @@ from ehrfm.evaluate.plots import plot_calibration, plot_roc
 from ehrfm.predict.calibration import Calibrator, IdentityCalibration, make_calibrator
 from ehrfm.predict.metrics import ECE_BINS
 from ehrfm.predict.tables import FrameFormatError, check_predictions
+from ehrfm.progress import progress_bar
 from ehrfm.schema import (
     BOOLEAN_VALUE,
     HELD_OUT,
@@ -261,6 +262,8 @@ def evaluate_predictions(
     output.mkdir(parents=True, exist_ok=True)
     results: list[TaskModelResult] = []
     files: list[Path] = []
+    pairs = predictions.select(TASK, MODEL).unique().height
+    bar = progress_bar(total=pairs, desc=f"evaluate: bootstrap ({n_bootstrap} resamples)", unit="task x model")
     for task in sorted(predictions[TASK].unique().to_list()):
         of_task = predictions.filter(pl.col(TASK) == task)
         before_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -298,10 +301,12 @@ def evaluate_predictions(
             ))
             before_curves[model] = (y, p)
             after_curves[model] = (y, p_after)
+            bar.update(1)
         slug = _slug(task)
         files.append(plot_roc(before_curves, output / f"{slug}_roc.png", title=f"{task}: held-out ROC"))
         files.append(plot_calibration(before_curves, after_curves, output / f"{slug}_calibration.png",
                                       title=f"{task}: held-out reliability", after_label=calibration))
+    bar.close()
     report = EvaluationReport(results, output, calibration, n_bootstrap, seed)
     json_path = output / RESULTS_JSON
     json_path.write_text(json.dumps(_json_ready(report.to_dict()), indent=2, allow_nan=False) + "\n")

@@ -37,6 +37,7 @@ from ehrfm.predict.cohort import load_or_build_cohort, read_task_labels
 from ehrfm.predict.inference import embed_histories, predict_tasks, predictions_frame
 from ehrfm.predict.meds_predictions import write_meds_predictions
 from ehrfm.predict.tables import attach_splits
+from ehrfm.progress import track
 from ehrfm.schema import HELD_OUT, MODEL, SPLIT, TASK, TUNING
 from ehrfm.tokenize import EventTokenizer
 from ehrfm.typed_config import resolve_config
@@ -121,7 +122,7 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
     scored = cohort.where_split([TUNING, HELD_OUT])
 
     saved_calibrators: dict[tuple[str, str], Any] = {}
-    for name, directory in models.items():
+    for name, directory in track(list(models.items()), desc="evaluate: scoring finetuned models", unit="model"):
         model = MultitaskModel.from_pretrained(directory, map_location=device)
         if (directory / CALIBRATION_FILE).is_file():  # bundles of earlier ehrfm versions lack it
             for task, calibrator in read_calibrators(directory, model.task_names).items():
@@ -146,7 +147,7 @@ def evaluate(config: EvaluateConfig | Mapping[str, Any] | None = None, /, **sett
         events = read_events(meds_dir)
         long = read_task_labels(labels_dir, task_names)
         splits = read_splits(meds_dir)
-        for task in task_names:
+        for task in track(task_names, desc="evaluate: count baselines", unit="task"):
             labels = attach_splits(long.filter(pl.col(TASK) == task).drop(TASK), splits)
             log.info("count-feature baselines for %s (%d labels)", task, labels.height)
             run = run_count_baselines(events, labels, task, seed=config.seed)

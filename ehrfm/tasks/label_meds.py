@@ -41,6 +41,7 @@ from meds import LabelSchema
 from ehrfm.meds_dataset import read_splits, scan_events
 from ehrfm.meds_labels import DETAILS_DIR, details_path, label_shard_path, legacy_label_path
 from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
+from ehrfm.progress import track
 from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SPLITS, SUBJECT_ID
 from ehrfm.typed_config import resolve_config
 
@@ -129,7 +130,7 @@ def label_meds_dataset(
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
     (output / DETAILS_DIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}
-    for task in definitions:
+    for task in track(definitions, desc="label", unit="task"):
         task_started = time.perf_counter()
         candidates = candidate_table(task, events).join(splits, on=SUBJECT_ID, how="left",
                                                         maintain_order="left")

@@ -173,3 +173,12 @@ def test_one_class_held_out_reports_undefined_values_as_n_a_and_null(tmp_path: P
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["results"][0]["before_calibration"]["intervals"]["auroc"]["estimate"] is None
     assert data["summary"][0]["mean_auroc"] is None
+
+
+def test_the_bootstrap_shows_progress_over_task_model_pairs_when_asked(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("EHRFM_PROGRESS", "1")
+    evaluate_predictions(_predictions(n_subjects=30), tmp_path, n_bootstrap=20, seed=0)
+    err = capsys.readouterr().err
+    assert "evaluate: bootstrap (20 resamples)" in err and "/4 " in err  # 2 tasks x 2 models

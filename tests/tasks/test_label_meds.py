@@ -128,3 +128,14 @@ def test_label_yaml_lists_exactly_the_builtins() -> None:
     assert sorted(cfg.tasks) == builtin_task_names()
     assert OmegaConf.to_container(cfg.defaults) == [{"hydra": "ehrfm"},
                                                     {"override hydra/job_logging": "stdout"}, "_self_"]
+
+
+def test_labelling_shows_a_progress_bar_over_tasks_when_asked(meds_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    label_meds_dataset(meds_dir, builtin_task_names(), tmp_path / "quiet")
+    assert "label:" not in capsys.readouterr().err  # stderr is no terminal here: no bar
+    monkeypatch.setenv("EHRFM_PROGRESS", "1")
+    label_meds_dataset(meds_dir, builtin_task_names(), tmp_path / "shown")
+    err = capsys.readouterr().err
+    assert "label:" in err and f"/{len(builtin_task_names())} " in err and "task" in err
