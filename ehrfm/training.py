@@ -1,6 +1,7 @@
 """Lightning pieces that pretraining and finetuning share, written once.
 
-- :func:`build_trainer`: a ``lightning.Trainer`` with CSV + TensorBoard logs under
+- :func:`build_trainer`: a ``lightning.Trainer`` with CSV (and, with the ``tensorboard`` extra,
+  TensorBoard) logs under
   ``<output>/logs`` and a checkpoint of the best epoch by ``monitor`` under
   ``<output>/checkpoints`` (``.ckpt`` files are for resuming only).
 - :func:`restore_best`: load the best epoch's weights back into the module before it is saved
@@ -26,10 +27,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from ehrfm.batching import LengthBucketBatchSampler
+from ehrfm.extras import has_module
 from ehrfm.typed_config import check_call_keys
 
 __all__ = ["adamw_with_warmup", "bucketed_loader", "build_trainer", "check_trainer_settings", "logged_epochs",
@@ -79,7 +81,9 @@ def build_trainer(output: Path, trainer_args: Mapping[str, Any], *, monitor: str
     """A Trainer logging under ``output/logs`` and keeping the best epoch by ``monitor``."""
     checkpoint = ModelCheckpoint(dirpath=output / "checkpoints", filename="best", monitor=monitor, mode=mode,
                                  save_last=save_last)
-    loggers = [CSVLogger(output / "logs", name="csv"), TensorBoardLogger(output / "logs", name="tensorboard")]
+    loggers: list[Logger] = [CSVLogger(output / "logs", name="csv")]
+    if has_module("tensorboard"):  # the `tensorboard` extra; the CSV log always holds the same metrics
+        loggers.append(TensorBoardLogger(output / "logs", name="tensorboard"))
     trainer = L.Trainer(default_root_dir=str(output), callbacks=[checkpoint, *callbacks], logger=loggers,
                         use_distributed_sampler=False, **dict(trainer_args))
     return trainer, checkpoint

@@ -106,6 +106,10 @@ class IngestConfig:
         from ehrfm.ingest.vocabulary import vocabularies_for
 
         vocabularies_for(self.vocabularies, self.vocabulary_files)
+        if self.strict:  # fhir.resources is the `fhir` extra: fail before any file is read
+            from ehrfm.extras import require_extra
+
+            require_extra("fhir.resources", "fhir", "ingest strict=true (full FHIR R4 validation)")
         if self.subject_id_system is not None and (not isinstance(self.subject_id_system, str)
                                                    or not self.subject_id_system):
             raise ValueError(f"subject_id_system must be an identifier system URI, got {self.subject_id_system!r}")
