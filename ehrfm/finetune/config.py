@@ -60,6 +60,7 @@ class FinetuneConfig:
     tokenizer_dir: str | None = None
     labels_dir: str | None = None
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    concept_sets: list[str] = field(default_factory=list)  # site concept files (see ehrfm.tasks.concepts)
     heads: list[str] = field(default_factory=lambda: ["task_shared", "task_per_task"])
     pos_weight: str = "sqrt"
     calibration: str = "temperature"  # fit on tuning, saved in each bundle: temperature | isotonic | none
@@ -77,6 +78,8 @@ class FinetuneConfig:
                                               where="finetune")
         if isinstance(self.tasks, str):
             self.tasks = [self.tasks]
+        if isinstance(self.concept_sets, str):
+            self.concept_sets = [self.concept_sets]
         if not self.tasks or not self.heads:
             raise ValueError("finetune needs at least one task (tasks=[...]) and one head (heads=[...])")
         for head in self.heads:

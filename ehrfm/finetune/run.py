@@ -39,7 +39,7 @@ from ehrfm.model import MultitaskModel
 from ehrfm.predict.cohort import Cohort, load_or_build_cohort
 from ehrfm.predict.cohort_dataset import CohortDataset, collate_cohort
 from ehrfm.schema import TRAIN, TUNING
-from ehrfm.tasks import TaskDefinition, label_meds_dataset, load_tasks
+from ehrfm.tasks import ConceptSets, TaskDefinition, label_meds_dataset, load_tasks
 from ehrfm.tokenize import EventTokenizer
 from ehrfm.training import bucketed_loader, build_trainer, logged_epochs, restore_best
 from ehrfm.typed_config import resolve_config, to_mapping
@@ -141,7 +141,7 @@ def finetune(config: FinetuneConfig | Mapping[str, Any] | None = None, /, **sett
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     paths = resolve_inputs(config)
-    tasks = load_tasks(config.tasks)
+    tasks = load_tasks(config.tasks, concepts=ConceptSets.load(config.concept_sets) if config.concept_sets else None)
     task_names = [task.name for task in tasks]
     tokenizer = EventTokenizer.from_pretrained(paths["tokenizer_dir"])
     prompt_ids = tokenizer.convert_tokens_to_ids([task.prompt_token for task in tasks])

@@ -13,6 +13,7 @@ the ``ehrfm label`` stage).
 """
 
 from .catalog import BUILTIN_DIR, TEMPLATES_DIR, builtin_task_names, load_task, load_tasks, read_task_file
+from .concepts import BUILTIN_CONCEPTS_FILE, Concept, ConceptError, ConceptSets
 from .config import LabelConfig
 from .definition import (
     CodeMatch,
@@ -30,10 +31,14 @@ from .label_meds import label_meds_dataset, run_label, to_meds_labels
 from .labeler import EXCLUSION_REASONS, candidate_table, label_task
 
 __all__ = [
+    "BUILTIN_CONCEPTS_FILE",
     "BUILTIN_DIR",
     "EXCLUSION_REASONS",
     "TEMPLATES_DIR",
     "CodeMatch",
+    "Concept",
+    "ConceptError",
+    "ConceptSets",
     "Exclusions",
     "LabelConfig",
     "LabelRule",

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .concepts import ConceptSets
 from .definition import TaskDefinition, TaskDefinitionError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -94,38 +95,51 @@ def _expanded_size(root: yaml.Node) -> int:
     return sizes[id(root)]
 
 
-def read_task_file(path: str | Path) -> TaskDefinition:
-    """Parse and validate one task YAML file; errors name the file."""
+def read_yaml_file(path: str | Path, *, what: str = "task file") -> Any:
+    """Read one small YAML file safely: bounded size, depth and aliases; a key given twice refused.
+
+    Errors (:class:`TaskDefinitionError`) name the file. Task and concept files both use it.
+    """
     path = Path(path)
     try:
         if path.stat().st_size > MAX_TASK_FILE_BYTES:
-            raise TaskDefinitionError(f"{path}: {path.stat().st_size:,} bytes; a task file holds at most "
+            raise TaskDefinitionError(f"{path}: {path.stat().st_size:,} bytes; a {what} holds at most "
                                       f"{MAX_TASK_FILE_BYTES:,}")
         raw = path.read_bytes()
     except OSError as err:
-        raise TaskDefinitionError(f"{path}: cannot read the task file ({err.strerror or err})") from err
+        raise TaskDefinitionError(f"{path}: cannot read the {what} ({err.strerror or err})") from err
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise TaskDefinitionError(f"{path}: not UTF-8 text (byte {err.start}); save the task file as UTF-8") from None
+        raise TaskDefinitionError(f"{path}: not UTF-8 text (byte {err.start}); save the {what} as UTF-8") from None
     try:
         _check_nesting(text)
         root = yaml.compose(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         if root is not None and _expanded_size(root) > MAX_YAML_NODES:
             raise ValueError(f"expands to more than {MAX_YAML_NODES:,} values once its aliases are resolved")
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise TaskDefinitionError(f"{path}: not valid YAML: {err}") from None
     except ValueError as err:
         raise TaskDefinitionError(f"{path}: {err}") from None
-    return TaskDefinition.from_mapping(data, source=str(path))
 
 
-def load_task(name_or_path: str | Path | TaskDefinition) -> TaskDefinition:
+def read_task_file(path: str | Path, *, concepts: ConceptSets | None = None) -> TaskDefinition:
+    """Parse and validate one task YAML file; errors name the file.
+
+    ``concepts`` resolves the concept names the file uses (default: the shipped concept sets).
+    """
+    data = read_yaml_file(path)
+    return TaskDefinition.from_mapping(data, source=str(path), concepts=concepts)
+
+
+def load_task(name_or_path: str | Path | TaskDefinition, *,
+              concepts: ConceptSets | None = None) -> TaskDefinition:
     """A built-in task by name (``"mortality_1y"``) or a task YAML file by path.
 
     A string that names an existing file, or ends in ``.yaml``/``.yml``, is read as a path;
     anything else must be a built-in name. A :class:`TaskDefinition` is returned as is.
+    ``concepts`` resolves the concept names of a file (default: the shipped concept sets).
     """
     if isinstance(name_or_path, TaskDefinition):
         return name_or_path
@@ -134,17 +148,18 @@ def load_task(name_or_path: str | Path | TaskDefinition) -> TaskDefinition:
     if path.is_file() or path.suffix in _SUFFIXES or len(path.parts) > 1:
         if not path.is_file():
             raise TaskDefinitionError(f"{path}: no such task file")
-        return read_task_file(path)
+        return read_task_file(path, concepts=concepts)
     builtin = BUILTIN_DIR / f"{text}.yaml"
     if not builtin.is_file():
         raise TaskDefinitionError(
             f"{text!r}: not a built-in task and not a file; "
             f"built-in tasks: {', '.join(builtin_task_names())} "
             "(or give the path to a task YAML file)")
-    return read_task_file(builtin)
+    return read_task_file(builtin, concepts=concepts)
 
 
-def load_tasks(names_or_paths: Iterable[str | Path | TaskDefinition]) -> list[TaskDefinition]:
+def load_tasks(names_or_paths: Iterable[str | Path | TaskDefinition], *,
+               concepts: ConceptSets | None = None) -> list[TaskDefinition]:
     """Several tasks at once; two tasks may share neither a name nor a prompt token.
 
     Both must be unique because the name names the label file and the prompt token tells a
@@ -154,7 +169,7 @@ def load_tasks(names_or_paths: Iterable[str | Path | TaskDefinition]) -> list[Ta
         raise TypeError("load_tasks takes a list of names or paths; "
                         f"got the single value {str(names_or_paths)!r}: "
                         "use load_task, or wrap it in a list")
-    tasks = [load_task(item) for item in names_or_paths]
+    tasks = [load_task(item, concepts=concepts) for item in names_or_paths]
     by_name: dict[str, TaskDefinition] = {}
     by_token: dict[str, TaskDefinition] = {}
     for task in tasks:

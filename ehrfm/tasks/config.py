@@ -18,15 +18,20 @@ class LabelConfig:
     """``input`` (a MEDS dataset) -> ``output`` (<task>/0.parquet, _details/, summary.json).
 
     ``tasks`` are built-in task names (``builtin_task_names()``) or paths to task YAML files.
+    ``concept_sets`` are site concept files (the layout of ``ehrfm/tasks/concepts.yaml``) that
+    add or replace the concepts task files name, e.g. a hospital's local encounter classes.
     """
 
     input: str
     output: str
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    concept_sets: list[str] = field(default_factory=list)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str):  # tasks=mortality_1y on the command line
             self.tasks = [self.tasks]
+        if isinstance(self.concept_sets, str):
+            self.concept_sets = [self.concept_sets]
         if not self.tasks:
             raise ValueError("tasks must be a non-empty list of built-in task names or task YAML paths")

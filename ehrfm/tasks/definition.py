@@ -43,6 +43,7 @@ import polars as pl
 from ehrfm.schema import CODE
 from ehrfm.tokenize.vocabulary import task_token
 
+from .concepts import ConceptError, ConceptSets
 from .durations import format_duration, parse_duration
 
 # The tokenizer reserves [TASK_000]..[TASK_015] by default (EventTokenizer(num_task_tokens=16)).
@@ -145,9 +146,15 @@ class TaskDefinition:
     source: str = field(default="<mapping>", compare=False)  # file it came from, for messages
 
     @classmethod
-    def from_mapping(cls, data: Any, *, source: str = "<mapping>") -> TaskDefinition:
-        """Validate a task mapping (a parsed YAML file); errors name ``source`` and the key."""
-        return _parse_task(_Node(data, source, ""))
+    def from_mapping(cls, data: Any, *, source: str = "<mapping>",
+                     concepts: ConceptSets | None = None) -> TaskDefinition:
+        """Validate a task mapping (a parsed YAML file); errors name ``source`` and the key.
+
+        ``concepts`` resolves the concept names that ``trigger``, ``label`` and
+        ``exclusions.history`` list under ``concepts:`` (default: ehrfm's shipped concept sets);
+        the definition holds the resolved codes and prefixes.
+        """
+        return _parse_task(_Node(data, source, ""), concepts)
 
     def to_mapping(self) -> dict[str, Any]:
         """The task as a plain mapping in the YAML layout; ``from_mapping`` reads it back."""
@@ -280,14 +287,23 @@ def _code_list(node: _Node) -> tuple[str, ...]:
     return tuple(node.value)
 
 
-def _code_match(node: _Node, *, required: bool) -> CodeMatch:
-    match = CodeMatch(codes=_code_list(node.child("codes")), prefixes=_code_list(node.child("prefixes")))
+def _code_match(node: _Node, *, required: bool, concepts: ConceptSets | None) -> CodeMatch:
+    codes, prefixes = list(_code_list(node.child("codes"))), list(_code_list(node.child("prefixes")))
+    named = node.child("concepts")
+    for i, name in enumerate(_code_list(named)):
+        try:
+            concept = (concepts if concepts is not None else ConceptSets.builtin())[name]
+        except ConceptError as err:
+            raise _Node(name, node.source, f"{named.path}[{i}]").fail(str(err)) from None
+        codes += [c for c in concept.codes if c not in codes]
+        prefixes += [p for p in concept.prefixes if p not in prefixes]
+    match = CodeMatch(codes=tuple(codes), prefixes=tuple(prefixes))
     if required and match.is_empty:
-        raise node.fail("needs at least one entry in 'codes' or 'prefixes'")
+        raise node.fail("needs at least one entry in 'codes', 'prefixes' or 'concepts'")
     return match
 
 
-def _parse_task(root: _Node) -> TaskDefinition:
+def _parse_task(root: _Node, concepts: ConceptSets | None) -> TaskDefinition:
     root.mapping(("name", "description", "prompt_token", "trigger", "observation", "prediction_window",
                   "label", "exclusions", "sampling"),
                  required=("name", "prompt_token", "trigger", "prediction_window", "label"))
@@ -303,11 +319,11 @@ def _parse_task(root: _Node) -> TaskDefinition:
         raise prompt.fail("expected one of the tokenizer's reserved tokens "
                           f"{PROMPT_TOKENS[0]}..{PROMPT_TOKENS[-1]}")
 
-    node = root.child("trigger").mapping(("codes", "prefixes", "offset"), required=("offset",))
+    node = root.child("trigger").mapping(("codes", "prefixes", "concepts", "offset"), required=("offset",))
     offset = _duration(node.child("offset"))
     if offset is None:  # no default on purpose: the offset decides whether the trigger is input
         raise node.child("offset").fail("expected a duration such as '0s' or '1s', not null")
-    trigger = Trigger(match=_code_match(node, required=True), offset=offset)
+    trigger = Trigger(match=_code_match(node, required=True, concepts=concepts), offset=offset)
 
     node = root.child("observation")
     if node.value is None:
@@ -330,8 +346,8 @@ def _parse_task(root: _Node) -> TaskDefinition:
     if window.end is not None and window.end <= window.start:
         raise node.child("end").fail(f"must be longer than start ({format_duration(window.start)})")
 
-    node = root.child("label").mapping(("codes", "prefixes", "same_encounter", "negate"))
-    label = LabelRule(match=_code_match(node, required=True),
+    node = root.child("label").mapping(("codes", "prefixes", "concepts", "same_encounter", "negate"))
+    label = LabelRule(match=_code_match(node, required=True, concepts=concepts),
                       same_encounter=_bool(node.child("same_encounter"), False),
                       negate=_bool(node.child("negate"), False))
 
@@ -342,8 +358,9 @@ def _parse_task(root: _Node) -> TaskDefinition:
         node.mapping(("history", "encounter_ended"))
         history = node.child("history")
         if history.value is not None:
-            history.mapping(("codes", "prefixes"))
-        exclusions = Exclusions(history=(_code_match(history, required=False) if history.value is not None
+            history.mapping(("codes", "prefixes", "concepts"))
+        exclusions = Exclusions(history=(_code_match(history, required=False, concepts=concepts)
+                                         if history.value is not None
                                          else CodeMatch()),
                                 encounter_ended=_bool(node.child("encounter_ended"), False))
 

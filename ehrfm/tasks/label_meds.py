@@ -42,10 +42,11 @@ from ehrfm.meds_dataset import read_splits, scan_events
 from ehrfm.meds_labels import DETAILS_DIR, details_path, label_shard_path, legacy_label_path
 from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
 from ehrfm.progress import track
-from ehrfm.schema import BOOLEAN_VALUE, PREDICTION_TIME, SPLIT, SPLITS, SUBJECT_ID
+from ehrfm.schema import BOOLEAN_VALUE, CODE, PREDICTION_TIME, SPLIT, SPLITS, SUBJECT_ID
 from ehrfm.typed_config import resolve_config
 
 from .catalog import load_tasks
+from .concepts import ConceptSets
 from .config import LabelConfig
 from .definition import TaskDefinition
 from .durations import format_duration
@@ -105,16 +106,20 @@ def label_meds_dataset(
     output_dir: str | Path,
     *,
     overwrite: bool = False,
+    concept_sets: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Label ``tasks`` (built-in names, YAML paths or definitions) on a MEDS dataset directory.
 
     Reads ``data/**/*.parquet`` lazily, writes the files described in the module docstring and
     returns the summary (also written to ``summary.json``). Existing outputs are refused unless
-    ``overwrite``.
+    ``overwrite``. ``concept_sets``: site concept files beside the shipped ones
+    (:mod:`ehrfm.tasks.concepts`). A task whose trigger or label matches no code of the dataset
+    is labelled (all negative, or no rows) but warned about and listed in the summary under
+    ``unmatched``: on a new export that usually means a concept lacks the site's codes.
     """
     started = time.perf_counter()
     meds_dir, output = Path(meds_dir), Path(output_dir)
-    definitions = load_tasks(tasks)
+    definitions = load_tasks(tasks, concepts=ConceptSets.load(concept_sets) if concept_sets else None)
     if not definitions:
         raise ValueError("no tasks given: name built-in tasks (see builtin_task_names()) or task YAML files")
     events = scan_events(meds_dir)
@@ -130,6 +135,7 @@ def label_meds_dataset(
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
     (output / DETAILS_DIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}
+    dataset_codes = distinct_codes(meds_dir, events)
     for task in track(definitions, desc="label", unit="task"):
         task_started = time.perf_counter()
         candidates = candidate_table(task, events).join(splits, on=SUBJECT_ID, how="left",
@@ -141,11 +147,39 @@ def label_meds_dataset(
         pq.write_table(to_meds_labels(labels), target)
         labels.select(*LABEL_COLUMNS, SPLIT).write_parquet(details_path(output, task.name))
         summary["tasks"][task.name] = task_summary(task, candidates)
+        unmatched = unmatched_parts(task, dataset_codes)
+        if unmatched:
+            log.warning("%s: %s match no code in %s; add the dataset's codes to the task or to a concept "
+                        "set (concept_sets=[...])", task.name, " and ".join(unmatched), meds_dir)
+        summary["tasks"][task.name]["unmatched"] = unmatched
         summary["tasks"][task.name]["seconds"] = round(time.perf_counter() - task_started, 3)
         log.info("%s: %d rows (%d positive)", task.name, labels.height, int(labels[BOOLEAN_VALUE].sum()))
     summary["seconds"] = round(time.perf_counter() - started, 3)
     (output / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     return summary
+
+
+def distinct_codes(meds_dir: Path, events: pl.LazyFrame) -> pl.Series:
+    """Every code of the dataset: from ``metadata/codes.parquet`` when it lists them, else the events."""
+    codes_file = meds_dir / "metadata" / "codes.parquet"
+    if codes_file.is_file():
+        listed = pl.read_parquet(codes_file, columns=[CODE])[CODE]
+        if listed.len():
+            return listed.unique()
+    return events.select(pl.col(CODE).unique()).collect()[CODE]
+
+
+def unmatched_parts(task: TaskDefinition, codes: pl.Series) -> list[str]:
+    """Which of the task's trigger and label match none of ``codes`` (names for a message)."""
+    frame = codes.to_frame(CODE)
+    parts = [("trigger", task.trigger.match), ("label", task.label.match)]
+    return [f"its {part} ({_describe(match)})" for part, match in parts
+            if frame.filter(match.expr()).height == 0]
+
+
+def _describe(match: Any) -> str:
+    shown = [*match.codes, *(f"{p}*" for p in match.prefixes)]
+    return ", ".join(shown[:6]) + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")
 
 
 def run_label(config: LabelConfig | Mapping[str, Any] | None = None, /, **settings: Any) -> dict[str, Any]:
@@ -154,7 +188,8 @@ def run_label(config: LabelConfig | Mapping[str, Any] | None = None, /, **settin
     Takes a :class:`LabelConfig`, a mapping of its settings, or its settings as keywords.
     """
     config = resolve_config(LabelConfig, config, settings, where="label")
-    return label_meds_dataset(config.input, config.tasks, config.output, overwrite=config.overwrite)
+    return label_meds_dataset(config.input, config.tasks, config.output, overwrite=config.overwrite,
+                              concept_sets=config.concept_sets)
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -174,7 +174,7 @@ def test_duration_must_be_a_string(tmp_path: Path) -> None:
     ({"label": {"codes": "MEDS_DEATH"}}, "'MEDS_DEATH'",
      "label.codes: expected a list of codes; write [MEDS_DEATH]"),
     ({"label": {"codes": ["A", 3]}}, "3", "label.codes[1]: expected a non-empty code string"),
-    ({"label": {"codes": []}}, None, "label: needs at least one entry in 'codes' or 'prefixes'"),
+    ({"label": {"codes": []}}, None, "label: needs at least one entry in 'codes', 'prefixes' or 'concepts'"),
     ({"observation": {"min_age_years": "18"}}, "'18'", "observation.min_age_years: expected a number"),
     ({"observation": {"min_age_years": 70, "max_age_years": 60}}, "60",
      "observation.max_age_years: must be >= min_age_years (70)"),
