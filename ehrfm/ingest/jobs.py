@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,13 @@ class JobSpec:
             return cls()
         if isinstance(value, cls):
             return value
+        known = [f.name for f in fields(cls)]
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"index", "count"})
+            unknown = sorted(set(value) - set(known))
             if unknown:
-                raise ValueError(f"unknown key 'job.{unknown[0]}' (job takes index and count)")
+                raise ValueError(f"unknown key 'job.{unknown[0]}' (job takes {', '.join(known)})")
             return cls(**dict(value))
-        raise ValueError(f"job must be a mapping with index and count, got {value!r}")
+        raise ValueError(f"job must be a mapping of {', '.join(known)}, got {value!r}")
 
 
 def job_dir(output: str | Path, stage: str, index: int, count: int) -> Path:
