@@ -176,8 +176,8 @@ def check_settings(found: Mapping[str, Any], wanted: Mapping[str, Any], *, where
     wanted = jsonable(wanted)
     for key in sorted(set(found) | set(wanted)):
         if found.get(key) != wanted.get(key):
-            raise JobMismatchError(f"{where} ran with {key}={found.get(key)!r} but the merge has "
-                                   f"{key}={wanted.get(key)!r}: every job and the merge need the same settings")
+            raise JobMismatchError(f"{where} ran with {key}={found.get(key)!r} but this run has "
+                                   f"{key}={wanted.get(key)!r}: every step (fit, jobs, merge) needs the same settings")
 
 
 def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def test_overlapping_changed_or_differently_set_partials_are_refused(cross_file_
     with pytest.raises(OverlappingJobsError, match=rf"jobs 0 and 1 both read .*{Path(theirs['files'][0][1]).name}"):
         ehrfm.ingest_fhir(cross_file_export, out, workers=1, job={"count": 2})
     manifests[1].write_text(original)
-    with pytest.raises(JobMismatchError, match=r"job.index=0\) ran with split_ratios=.* but the merge has split_ratios="):
+    with pytest.raises(JobMismatchError, match=r"job.index=0\) ran with split_ratios=.* but this run has split_ratios="):
         ehrfm.ingest_fhir(cross_file_export, out, workers=1, job={"count": 2},
                           split_ratios={"train": 0.5, "tuning": 0.25, "held_out": 0.25})
     changed = Path(theirs["files"][0][1])
@@ -223,16 +223,27 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
+LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+             # submitit's local executor: the Slurm launcher's code path, with local processes for jobs
+             "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_hydra_multirun_jobs_then_the_merge(cross_file_export: Path, cross_file_single, tmp_path: Path,
                                             launcher: str) -> None:
+    if launcher == "submitit_local":
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                            reason="the slurm extra (hydra-submitit-launcher) is not installed")
     out = tmp_path / "meds"
     common = [f"input={cross_file_export}", f"output={out}", "workers=1", "before_birth=quarantine"]
-    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    extra = LAUNCHERS[launcher]
     sweep = _cli("-m", *extra, f"hydra.sweep.dir={tmp_path / 'multirun'}", *common, "job.count=2", "job.index=0,1",
                  cwd=tmp_path)
-    assert "ingest job 0 of 2" in sweep.stdout and "ingest job 1 of 2" in sweep.stdout
+    if launcher == "submitit_local":  # the jobs' output goes to submitit's logs, not to this process
+        assert all((job_dir(out, "ingest", k, 2) / "job.json").is_file() for k in (0, 1))
+    else:
+        assert "ingest job 0 of 2" in sweep.stdout and "ingest job 1 of 2" in sweep.stdout
     assert not (out / "data").exists(), "jobs write their partials only"
     merge = _cli(*common, "job.count=2", cwd=tmp_path)
     assert "TOTAL" in merge.stdout
