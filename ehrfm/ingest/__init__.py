@@ -6,7 +6,7 @@
 """
 
 from ehrfm.ingest.config import IngestConfig
-from ehrfm.ingest.pipeline import ensure_meds, ingest_fhir, run_ingest
+from ehrfm.ingest.pipeline import IngestJobResult, ensure_meds, ingest_fhir, run_ingest
 from ehrfm.ingest.summary import IngestSummary
 
-__all__ = ["IngestConfig", "IngestSummary", "ensure_meds", "ingest_fhir", "run_ingest"]
+__all__ = ["IngestConfig", "IngestJobResult", "IngestSummary", "ensure_meds", "ingest_fhir", "run_ingest"]

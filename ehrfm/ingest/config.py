@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from ehrfm.ingest.jobs import JobSpec
 from ehrfm.ingest.sources import DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES
 from ehrfm.ingest.subjects import validate_ratios
 
@@ -68,8 +69,12 @@ class IngestConfig:
     # Patient.identifier system whose (integer) value becomes subject_id, so results join back
     # to hospital tables; None: subject_id is a hash of the FHIR Patient id.
     subject_id_system: str | None = None
+    # Independent jobs over disjoint shares of the input files (ehrfm.ingest.partitions):
+    # index=k, count=n writes job k's partial; count=n without index merges the n partials.
+    job: JobSpec = field(default_factory=JobSpec)
 
     def __post_init__(self) -> None:
+        self.job = JobSpec.of(self.job)
         if isinstance(self.inputs, (str, os.PathLike)):
             self.inputs = [os.fspath(self.inputs)]
         self.inputs = [os.fspath(item) for item in self.inputs]

@@ -44,6 +44,7 @@ from ehrfm.ingest.worker import (
     content_hash,
     last_updated,
 )
+from ehrfm.progress import track
 
 _RESOURCE_KEY = [SRC_FILE, SRC_ENTRY]
 
@@ -190,7 +191,10 @@ def _patient_notes(tmp: Path, patients: pl.DataFrame, removed_patients: pl.DataF
     rejects = (pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=REJECT_SCHEMA)).filter(
         (pl.col("resource_type") == "Patient") & pl.col("resource_id").is_not_null()
     ).collect()
-    rejected = rejects.unique("resource_id", keep="first", maintain_order=True).select(
+    # The first reject of an id in input order (a stable sort by file keeps each file's read order),
+    # whichever way the files were spread over workers or jobs.
+    rejected = rejects.sort("source_file", maintain_order=True).unique(
+        "resource_id", keep="first", maintain_order=True).select(
         pl.col("resource_id").alias(PATIENT),
         pl.format("which was rejected ({}: {})", pl.col("reason"), pl.col("detail")).alias("_note"),
     )
@@ -380,8 +384,9 @@ def finalize(tmp: Path, output: Path, files: list[str], config: IngestConfig,
     result = FinalizeResult(patients=patients.drop(_RESOURCE_KEY),
                             descriptions=_medication_descriptions(medications))
     rejects: list[pl.DataFrame] = []
-    for shard in map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
-                        [str(data_dir)] * len(jobs), [quarantine_dir and str(quarantine_dir)] * len(jobs)):
+    for shard in track(map_fn(finalize_shard, [j[0] for j in jobs], [j[1] for j in jobs], [str(tmp)] * len(jobs),
+                              [str(data_dir)] * len(jobs), [quarantine_dir and str(quarantine_dir)] * len(jobs)),
+                       desc="ingest: shards", unit="shard", total=len(jobs)):
         result.written.update(shard.written)
         result.codes.update(shard.codes)
         result.events += shard.events
@@ -434,7 +439,9 @@ def finalize_shard(shard_index: int, shard_files: list[str], tmp: str, data_dir:
     events, rejects = resolved.events, resolved.rejects
     if quarantine_dir is not None and resolved.quarantined is not None and resolved.quarantined.height:
         Path(quarantine_dir).mkdir(parents=True, exist_ok=True)
-        table = schema.to_meds_table(resolved.quarantined.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
+        # sorted as the data is, so the file does not depend on the order the spill was read in
+        held = resolved.quarantined.sort([schema.SUBJECT_ID, schema.TIME, SRC_FILE, SRC_ENTRY, SEQ], nulls_last=False)
+        table = schema.to_meds_table(held.with_columns(pl.col(schema.TIME).cast(pl.Datetime("us"))))
         pq.write_table(table, Path(quarantine_dir) / f"{shard_index}.parquet")
     removed_events = spilled + resolved.added - events.height
     if events.height == 0:

@@ -13,9 +13,10 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,23 @@ import ehrfm
 from ehrfm import schema
 from ehrfm.ingest.config import IngestConfig
 from ehrfm.ingest.finalize import IngestIntegrityError, finalize
+from ehrfm.ingest.jobs import clear_job_dir, job_dir, read_manifests, remove_job_dirs, write_manifest
+from ehrfm.ingest.partitions import (
+    batch_to_json,
+    check_job_balance,
+    check_job_files,
+    file_facts,
+    file_shares,
+    job_settings,
+    link_spills,
+)
 from ehrfm.ingest.sources import discover_inputs
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.vocabulary import vocabularies_for
 from ehrfm.ingest.worker import IDENTIFIERS, REJECT_SCHEMA, BatchResult, ingest_batch
 from ehrfm.meds_dataset import mark_complete
-from ehrfm.outputs import exclusive_output, prepare_output, refuse_overlap
+from ehrfm.outputs import ensure_output_dir, exclusive_output, prepare_output, refuse_overlap
+from ehrfm.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +55,15 @@ _TMP = ".ehrfm_tmp"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSummary:
+def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSummary | IngestJobResult:
     """Read FHIR R4 files and write a MEDS v0.4 dataset to ``output``.
 
     ``inputs`` is a path, a glob, or a list of them (Bundle ``.json[.gz]``, Bulk ``.ndjson[.gz]``,
     directories searched recursively). ``settings`` are the fields of :class:`IngestConfig`.
     Returns the run's counts; every resource read is written, skipped by type, or rejected with
-    its reason in ``rejects/rejects.parquet``.
+    its reason in ``rejects/rejects.parquet``. With ``job={"index": k, "count": n}`` it runs job k
+    of n and returns that job's :class:`IngestJobResult`; ``job={"count": n}`` merges (see
+    :mod:`ehrfm.ingest.partitions`).
 
     >>> import tempfile, ehrfm
     >>> from ehrfm.resources import example_fhir_dir
@@ -62,13 +76,23 @@ def ingest_fhir(inputs: Any, output: str | Path, **settings: Any) -> IngestSumma
     return run_ingest(config)
 
 
-def run_ingest(config: IngestConfig) -> IngestSummary:
+def run_ingest(config: IngestConfig) -> IngestSummary | IngestJobResult:
+    """Run one ingest: a whole one, one job's partial (``job.index``), or the merge of the partials.
+
+    An ordinary run and the merge return the dataset's :class:`IngestSummary`; a job returns its
+    :class:`IngestJobResult` (its share of the counts).
+    """
     started = time.perf_counter()
     discovery = discover_inputs(config.inputs)
     files = discovery.files
     output = Path(config.output)
     folders = [Path(i) for i in config.inputs if Path(i).is_dir()]
     refuse_overlap(output, [*folders, *files])
+    if config.job.mode == "job":
+        return _run_job(config, files, started)
+    merging = config.job.mode == "merge"
+    # The merge checks every partial before it touches the output (overwrite removes the old dataset).
+    partials = _read_partials(config, files) if merging else None
     with exclusive_output(output, "ingest"):
         prepare_output(output, _OUTPUT_PARTS, overwrite=config.overwrite)
         # A private scratch folder per run: workers of an earlier run that was killed can never write
@@ -81,7 +105,11 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
             workers = min(config.worker_count, len(files))
             with _worker_pool(workers) as pool:
                 map_fn = pool.map if pool is not None else map
-                batch = _map_files(files, config, tmp, map_fn, workers)
+                if partials is not None:
+                    batch = partials.batch
+                    link_spills(partials.spills, tmp)
+                else:
+                    batch = _map_files(list(enumerate(files)), config, tmp, pool, workers)
                 file_names = [str(p) for p in files]
                 try:
                     final, finalize_rejects = finalize(tmp, output, file_names, config, map_fn)
@@ -97,24 +125,111 @@ def run_ingest(config: IngestConfig) -> IngestSummary:
                     f"{final.events + final.removed_events} ({final.events} written, {final.removed_events} "
                     "rejected): events were lost or added between the two steps; nothing is marked complete")
             _write_rejects(tmp, output, finalize_rejects)
+            seconds = time.perf_counter() - started
             summary = IngestSummary.from_counts(
                 files=len(files), read=batch.read, skipped=batch.skipped,
                 rejected=batch.rejected + final.rejected, written=final.written, events=final.events,
-                subjects=patients.height, shards=len(final.shards), seconds=time.perf_counter() - started,
+                subjects=patients.height, shards=len(final.shards),
+                # a merge's time is what every job and the merge spent (CPU time of the whole ingest)
+                seconds=seconds + (partials.seconds if partials is not None else 0.0),
                 input_bytes=sum(p.stat().st_size for p in files),
                 ignored=discovery.ignored, parts_skipped=batch.parts_skipped,
+                jobs=partials.jobs if partials is not None else None,
             )
             _write_metadata(output, config, summary, patients, final.codes, descriptions, batch.parents)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if not summary.balanced:
         raise RuntimeError(f"ingest counts do not add up (a bug in ehrfm): {summary.totals()}")
+    if partials is not None:
+        remove_job_dirs(output, "ingest", config.job.count)
     return summary
 
 
-def _batches(files: list[Path], count: int) -> list[list[tuple[int, str]]]:
-    """Split files into ``count`` batches of similar byte size, biggest files first."""
-    sized = sorted(((p.stat().st_size, i, str(p)) for i, p in enumerate(files)), reverse=True)
+@dataclass
+class IngestJobResult:
+    """What one ingest job (``job.index=k``) did: its share of the files and of the counts."""
+
+    index: int
+    count: int
+    folder: str  # the job's partial folder
+    files: int
+    input_bytes: int
+    batch: BatchResult
+    seconds: float
+
+    def table(self) -> str:
+        """One line a person reads at the end of the job."""
+        read = sum(self.batch.read.values())
+        return (f"ingest job {self.index} of {self.count}: {self.files} files, {self.input_bytes / 1e6:.1f} MB, "
+                f"{read} resources read, {self.batch.events} events spilled in {self.seconds:.1f} s -> "
+                f"{self.folder} (merge with job.count={self.count} and no job.index once every job is done)")
+
+
+def _rerun_hint(count: int) -> str:
+    return f"ehrfm ingest <same settings> job.count={count} job.index={{index}}"
+
+
+def _run_job(config: IngestConfig, files: list[Path], started: float) -> IngestJobResult:
+    """Job ``k`` of ``n``: map its share of the files into its own partial folder, nothing else."""
+    index, count = config.job.index, config.job.count
+    assert index is not None
+    output = ensure_output_dir(config.output)
+    existing = [output / part for part in _OUTPUT_PARTS if (output / part).exists()]
+    if existing and not config.overwrite:  # the merge would refuse it at the end: say so before the work
+        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to "
+                              "replace it (the merge replaces it; jobs write only their partials)")
+    shares = file_shares(files, count)
+    mine = [(i, path) for i, path in enumerate(files) if shares[i] == index]
+    folder = job_dir(output, "ingest", index, count)
+    with exclusive_output(folder, "ingest-job"):
+        clear_job_dir(folder, keep=[".ehrfm-ingest-job.lock"])
+        spill = folder / "spill"
+        spill.mkdir()
+        workers = min(config.worker_count, len(mine))
+        with _worker_pool(workers) as pool:
+            batch = _map_files(mine, config, spill, pool, workers)
+        seconds = time.perf_counter() - started
+        write_manifest(folder, {
+            "stage": "ingest", "index": index, "count": count, "settings": job_settings(config),
+            "files": [[i, *file_facts(path)] for i, path in mine], "counts": batch_to_json(batch),
+            "seconds": round(seconds, 3),
+        })
+    return IngestJobResult(index, count, str(folder), len(mine), sum(p.stat().st_size for _, p in mine),
+                           batch, seconds)
+
+
+@dataclass
+class _Partials:
+    """The merge's view of the jobs: their spills, their counts merged, their accounting."""
+
+    spills: list[Path]
+    batch: BatchResult
+    seconds: float
+    jobs: list[dict[str, Any]]
+
+
+def _read_partials(config: IngestConfig, files: list[Path]) -> _Partials:
+    """Every job's partial, checked (present, complete, same settings, disjoint, its share, unchanged)."""
+    count = config.job.count
+    manifests = read_manifests(config.output, "ingest", count, job_settings(config), rerun=_rerun_hint(count))
+    check_job_files(manifests, files)
+    total = BatchResult()
+    jobs = []
+    for manifest in manifests:
+        folder = job_dir(config.output, "ingest", manifest["index"], count)
+        batch = check_job_balance(manifest, f"{folder / 'job.json'}")
+        total.merge(batch)
+        jobs.append({"index": manifest["index"], "files": len(manifest["files"]),
+                     "input_bytes": sum(f[2] for f in manifest["files"]), "read": sum(batch.read.values()),
+                     "events": batch.events})
+    return _Partials([job_dir(config.output, "ingest", i, count) / "spill" for i in range(count)], total,
+                     sum(float(m["seconds"]) for m in manifests), jobs)
+
+
+def _batches(files: list[tuple[int, Path]], count: int) -> list[list[tuple[int, str]]]:
+    """Split (run-wide index, file) pairs into ``count`` batches of similar byte size, biggest first."""
+    sized = sorted(((p.stat().st_size, i, str(p)) for i, p in files), reverse=True)
     batches: list[list[tuple[int, str]]] = [[] for _ in range(count)]
     loads = [0] * count
     for size, index, path in sized:
@@ -163,16 +278,36 @@ def _worker_died(doing: str, files: list[str], workers: int) -> IngestWorkerDied
         f"(workers={workers} now; workers=1 needs the least memory), or check how large those files are")
 
 
-def _map_files(files: list[Path], config: IngestConfig, tmp: Path,
-               map_fn: Callable[..., Iterable[BatchResult]], workers: int) -> BatchResult:
+def _map_files(files: list[tuple[int, Path]], config: IngestConfig, tmp: Path,
+               pool: ProcessPoolExecutor | None, workers: int) -> BatchResult:
+    """Map ``files`` (pairs of run-wide file index and path) into the spill in ``tmp``; sum the counts.
+
+    A progress bar counts files and resources per second (per batch of files from the pool,
+    per file in one process).
+    """
     total = BatchResult()
+    bar = progress_bar(total=len(files), desc="ingest", unit="file")
+    clock = time.perf_counter()
+
+    def advance(done_files: int, resources: int) -> None:
+        bar.update(done_files)
+        bar.set_postfix_str(f"{resources / max(time.perf_counter() - clock, 1e-9):,.0f} resources/s", refresh=False)
+
+    if pool is None:
+        indexed = [(i, str(p)) for i, p in files]
+        seen = sum(total.read.values())
+        with bar:
+            total.merge(ingest_batch(indexed, config, str(tmp), on_file=lambda read: advance(1, seen + read)))
+        return total
     # Several batches per worker keep every core busy when file sizes are uneven.
-    batches = _batches(files, workers * 4) if workers > 1 else [list(enumerate(map(str, files)))]
+    batches = _batches(files, workers * 4)
     done = 0
     try:
-        for result in map_fn(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
-            total.merge(result)
-            done += 1
+        with bar:
+            for result in pool.map(ingest_batch, batches, [config] * len(batches), [str(tmp)] * len(batches)):
+                total.merge(result)
+                advance(len(batches[done]), sum(total.read.values()))
+                done += 1
     except BrokenProcessPool:
         # Results arrive in order, so the batches from the first missing one on were in flight.
         running = [path for batch in batches[done:done + workers] for _, path in batch]

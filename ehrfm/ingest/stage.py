@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ehrfm.ingest.config import IngestConfig
-from ehrfm.ingest.pipeline import run_ingest
+from ehrfm.ingest.pipeline import IngestJobResult, run_ingest
 from ehrfm.ingest.summary import IngestSummary
 
 log = logging.getLogger("ehrfm.ingest")
@@ -28,12 +28,19 @@ def ingest_config_from(cfg: DictConfig) -> IngestConfig:
     return IngestConfig.from_mapping({"inputs": inputs, **values})
 
 
-def run_ingest_stage(cfg: DictConfig) -> IngestSummary:
+def run_ingest_stage(cfg: DictConfig) -> IngestSummary | IngestJobResult:
+    """The whole ``ehrfm ingest`` stage: an ordinary run, one job (``job.index``) or the merge."""
     config = ingest_config_from(cfg)
-    log.info("ingesting %s -> %s", ", ".join(config.inputs), config.output)
-    summary = run_ingest(config)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (Path(config.output) / "metadata" / "ingest_config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    print(summary.table())
+    doing = {"single": "ingesting", "job": f"ingest job {config.job.index} of {config.job.count}:",
+             "merge": f"merging {config.job.count} ingest jobs:"}[config.job.mode]
+    log.info("%s %s -> %s", doing, ", ".join(config.inputs), config.output)
+    result = run_ingest(config)
+    resolved = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True))
+    if isinstance(result, IngestJobResult):  # a job writes only inside its partial folder
+        (Path(result.folder) / "ingest_config.yaml").write_text(resolved)
+        print(result.table())
+        return result
+    (Path(config.output) / "metadata" / "ingest_config.yaml").write_text(resolved)
+    print(result.table())
     print(f"MEDS dataset: {config.output}   rejects: {Path(config.output) / 'rejects' / 'rejects.parquet'}")
-    return summary
+    return result

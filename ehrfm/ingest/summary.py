@@ -27,13 +27,17 @@ class IngestSummary:
     ignored_examples: dict[str, list[str]] = field(default_factory=dict)
     # Parts left out of resources that were written (one bad Observation.component), type -> reason.
     parts_skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    # A merge of independent jobs (job.count > 1): each job's share (index, files, input_bytes,
+    # read, events); None for an ordinary run, whose summary then has no "jobs" key.
+    jobs: list[dict[str, int]] | None = None
 
     @classmethod
     def from_counts(cls, *, files: int, read: Counter[str], skipped: Counter[tuple[str, str]],
                     rejected: Counter[tuple[str, str]], written: Counter[str], events: int, subjects: int,
                     shards: int, seconds: float, input_bytes: int,
                     ignored: list[tuple[str, str]] | None = None,
-                    parts_skipped: Counter[tuple[str, str]] | None = None) -> IngestSummary:
+                    parts_skipped: Counter[tuple[str, str]] | None = None,
+                    jobs: list[dict[str, int]] | None = None) -> IngestSummary:
         def nest(counter: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
             nested: dict[str, dict[str, int]] = {}
             for (kind, reason), count in sorted(counter.items()):
@@ -43,14 +47,25 @@ class IngestSummary:
         summary = cls(files=files, read=dict(sorted(read.items())), written=dict(sorted(written.items())),
                       skipped=nest(skipped), rejected=nest(rejected), events=events, subjects=subjects,
                       shards=shards, seconds=seconds, input_bytes=input_bytes,
-                      parts_skipped=nest(parts_skipped or Counter()))
+                      parts_skipped=nest(parts_skipped or Counter()), jobs=jobs)
         for path, reason in ignored or ():
             summary.ignored_files[reason] = summary.ignored_files.get(reason, 0) + 1
             examples = summary.ignored_examples.setdefault(reason, [])
             if len(examples) < 5:
                 examples.append(path)
         summary.balance_errors = summary._check_balance()
+        if jobs is not None:
+            summary.balance_errors += summary._check_jobs()
         return summary
+
+    def _check_jobs(self) -> list[str]:
+        """The jobs' shares add up to the whole: every file and every resource read once."""
+        errors = []
+        for key, whole in (("files", self.files), ("input_bytes", self.input_bytes), ("read", self.resources_read)):
+            parts = sum(job[key] for job in self.jobs or ())
+            if parts != whole:
+                errors.append(f"jobs: {key} adds up to {parts} over {len(self.jobs or ())} jobs, but the input has {whole}")
+        return errors
 
     def _check_balance(self) -> list[str]:
         errors = []
@@ -100,6 +115,7 @@ class IngestSummary:
             "read": self.read, "written": self.written, "skipped": self.skipped, "rejected": self.rejected,
             "parts_skipped": self.parts_skipped,
             "ignored_files": self.ignored_files, "ignored_examples": self.ignored_examples,
+            **({"jobs": self.jobs} if self.jobs is not None else {}),
         }
 
     def table(self) -> str:

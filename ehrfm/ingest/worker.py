@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ class _Spill:
     def _path(self, kind: str) -> Path:
         folder = self.tmp / kind
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{self.tag}-{next(self.parts)}.parquet"
+        return folder / f"{self.tag}-{next(self.parts):08d}.parquet"
 
     def flush(self, emitter: EventEmitter) -> None:
         if len(emitter):
@@ -126,7 +126,9 @@ class _Spill:
             for (bucket,), part in frame.partition_by("_bucket", as_dict=True).items():
                 folder = self.tmp / "events" / f"bucket={bucket}"
                 folder.mkdir(parents=True, exist_ok=True)
-                part.drop("_bucket").write_parquet(folder / f"{self.tag}-{next(self.parts)}.parquet")
+                # Zero-padded, so sorted names are write order: the finalize step reads each file's
+                # rows (its rejects above all) in the order they were read, however many parts.
+                part.drop("_bucket").write_parquet(folder / f"{self.tag}-{next(self.parts):08d}.parquet")
         if emitter.patients:
             pl.DataFrame(emitter.patients, schema=PATIENT_SCHEMA, orient="row").write_parquet(
                 self._path("patients")
@@ -162,13 +164,19 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
-def ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) -> BatchResult:
-    """Map every record of ``files`` (pairs of run-wide file index and path); spill to ``tmp``."""
+def ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str,
+                 on_file: Callable[[int], None] | None = None) -> BatchResult:
+    """Map every record of ``files`` (pairs of run-wide file index and path); spill to ``tmp``.
+
+    ``on_file`` (in-process runs only: a progress bar) is called after each file with the number
+    of resources read so far.
+    """
     with _fewer_collections():
-        return _ingest_batch(files, config, tmp)
+        return _ingest_batch(files, config, tmp, on_file)
 
 
-def _ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) -> BatchResult:
+def _ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str,
+                  on_file: Callable[[int], None] | None = None) -> BatchResult:
     result = BatchResult()
     emitter = EventEmitter()
     emitter.vocab = vocabularies_for(config.vocabularies, config.vocabulary_files)
@@ -184,6 +192,8 @@ def _ingest_batch(files: list[tuple[int, str]], config: IngestConfig, tmp: str) 
             if (len(emitter) >= config.chunk_events or len(spill.rejects) >= 10_000
                     or len(spill.resources) >= config.chunk_events):
                 spill.flush(emitter)
+        if on_file is not None:
+            on_file(sum(result.read.values()))
     spill.flush(emitter)
     result.descriptions = emitter.descriptions
     result.parents = emitter.parents

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from meds import data_subdirectory
 
 from ehrfm.meds_dataset import data_shards, read_splits, shard_id, train_events
 from ehrfm.outputs import meds_protected, prepare_output, refuse_overlap
+from ehrfm.progress import track
 from ehrfm.schema import SPLIT, SUBJECT_ID, TRAIN
 from ehrfm.typed_config import resolve_config
 
@@ -93,18 +95,7 @@ def tokenize_dataset(
     started = time.perf_counter()
     meds_dir, output = Path(meds_dir), Path(output_dir)
     split_table = read_splits(meds_dir)
-    fitted_here = False
-    if isinstance(tokenizer, (str, Path)):
-        source = str(tokenizer)
-        tokenizer = EventTokenizer.from_pretrained(tokenizer)
-    elif isinstance(tokenizer, EventTokenizer):
-        source = None
-        if not hasattr(tokenizer, "vocabulary_"):
-            log.info("fitting the tokenizer on the %r split of %s", TRAIN, meds_dir)
-            fit_on_train(tokenizer, meds_dir)
-            fitted_here = True
-    else:
-        raise TypeError(f"tokenizer must be an EventTokenizer or a directory, got {type(tokenizer).__name__}")
+    tokenizer, origin = load_or_fit(tokenizer, meds_dir)
     max_length = int(tokenizer.max_length if max_length is None else max_length)
     wanted = set(splits) if splits is not None else None
     shards = data_shards(meds_dir, splits=wanted)
@@ -112,20 +103,54 @@ def tokenize_dataset(
     refuse_overlap(output, meds_protected(meds_dir))
     prepare_output(output, [data_subdirectory, TOKENIZER_SUBDIR, SUMMARY_FILE], overwrite=overwrite)
     tokenizer.save_pretrained(output / TOKENIZER_SUBDIR)
+    tally = tokenize_shards(meds_dir, shards, tokenizer, split_table, wanted, max_length, output / data_subdirectory)
+    summary = build_summary(meds_dir, output, tokenizer, origin, max_length, len(shards), tally, split_table,
+                            wanted, time.perf_counter() - started)
+    write_summary(output, summary)
+    return summary
+
+
+def load_or_fit(tokenizer: EventTokenizer | str | Path, meds_dir: Path) -> tuple[EventTokenizer, dict[str, Any]]:
+    """The fitted tokenizer to use, and where it came from (``source``, ``fitted_on``, for the summary).
+
+    A directory or shipped name is loaded; an unfitted :class:`EventTokenizer` is fit here on the
+    train split of ``meds_dir``; a fitted one is used as it is.
+    """
+    if isinstance(tokenizer, (str, Path)):
+        return EventTokenizer.from_pretrained(tokenizer), {"source": str(tokenizer), "fitted_on": None}
+    if not isinstance(tokenizer, EventTokenizer):
+        raise TypeError(f"tokenizer must be an EventTokenizer or a directory, got {type(tokenizer).__name__}")
+    if hasattr(tokenizer, "vocabulary_"):
+        return tokenizer, {"source": None, "fitted_on": None}
+    log.info("fitting the tokenizer on the %r split of %s", TRAIN, meds_dir)
+    fit_on_train(tokenizer, meds_dir)
+    return tokenizer, {"source": None, "fitted_on": TRAIN}
+
+
+@dataclass
+class ShardTally:
+    """What tokenizing some shards gave: per-split counts and lengths, the subjects seen."""
+
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> counts and "_lengths"
+    subjects: list[pl.Series] = field(default_factory=list)  # subject ids seen in the shards (with events)
+    without_split: int = 0
+
+
+def tokenize_shards(meds_dir: Path, shards: Sequence[Path], tokenizer: EventTokenizer, split_table: pl.DataFrame,
+                    wanted: set[str] | None, max_length: int, data_root: Path) -> ShardTally:
+    """Tokenize each MEDS shard into ``data_root/<split>/<shard id>.parquet``; one shard in memory at a time."""
     unk_ids = tokenizer.unk_token_ids()
-    stats: dict[str, dict[str, Any]] = {}
-    seen_subjects: list[pl.Series] = []
-    without_split = 0
-    for shard in shards:
+    tally = ShardTally()
+    for shard in track(shards, desc="tokenize", unit="shard"):
         events = pl.read_parquet(shard)
         if SUBJECT_ID not in events.columns:
             raise EventsFormatError(
                 f"{shard}: MEDS events need column {SUBJECT_ID!r}; found {events.columns}"
             )
         subjects = events.select(pl.col(SUBJECT_ID).cast(pl.Int64)).unique()
-        seen_subjects.append(subjects[SUBJECT_ID])
+        tally.subjects.append(subjects[SUBJECT_ID])
         labelled = subjects.join(split_table, on=SUBJECT_ID, how="left")
-        without_split += labelled[SPLIT].null_count()
+        tally.without_split += labelled[SPLIT].null_count()
         labelled = labelled.drop_nulls(SPLIT)
         if wanted is not None:
             labelled = labelled.filter(pl.col(SPLIT).is_in(list(wanted)))
@@ -139,12 +164,10 @@ def tokenize_dataset(
             raise EventsFormatError(f"{shard}: {err}") from err
         sequences = sequences.join(labelled, on=SUBJECT_ID, how="left", maintain_order="left")
         for (split_name,), part in sequences.group_by(SPLIT, maintain_order=True):
-            target = output / data_subdirectory / str(split_name) / f"{shard_id(meds_dir, shard)}.parquet"
+            target = data_root / str(split_name) / f"{shard_id(meds_dir, shard)}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             part.drop(SPLIT).write_parquet(target)
-            s = stats.setdefault(str(split_name), {"sequences": 0, "tokens": 0, "unk_tokens": 0,
-                                                   "truncated_sequences": 0, "truncated_tokens": 0,
-                                                   "prefix_only_sequences": 0, "_lengths": []})
+            s = tally.stats.setdefault(str(split_name), new_split_stats())
             ids = part[INPUT_IDS].explode()
             s["sequences"] += part.height
             s["tokens"] += int(part[LENGTH].sum())
@@ -154,40 +177,58 @@ def tokenize_dataset(
             # Prefix-only: no token past the prefix (static-only subjects, or all events cut off).
             s["prefix_only_sequences"] += int((part[TOKEN_TYPE].list.max() < int(TokenType.INTERVAL)).sum())
             s["_lengths"].extend(part[LENGTH].to_list())
+    return tally
 
-    present = pl.concat(seen_subjects).unique() if seen_subjects else pl.Series(SUBJECT_ID, [], pl.Int64)
+
+SPLIT_COUNTS = ("sequences", "tokens", "unk_tokens", "truncated_sequences", "truncated_tokens",
+                "prefix_only_sequences")
+
+
+def new_split_stats() -> dict[str, Any]:
+    """Zeroed counts of one split, in the order the summary lists them, and its sequence lengths."""
+    return {**dict.fromkeys(SPLIT_COUNTS, 0), "_lengths": []}
+
+
+def build_summary(meds_dir: Path, output: Path, tokenizer: EventTokenizer, origin: dict[str, Any], max_length: int,
+                  shard_count: int, tally: ShardTally, split_table: pl.DataFrame, wanted: set[str] | None,
+                  seconds: float) -> dict[str, Any]:
+    """``summary.json``'s content from the tally of every shard (one run's, or every job's together)."""
+    seen = tally.subjects
+    present = pl.concat(seen).unique() if seen else pl.Series(SUBJECT_ID, [], pl.Int64)
     # only the splits asked for were read, so only their subjects can be found without events
     listed = split_table if wanted is None else split_table.filter(pl.col(SPLIT).is_in(list(wanted)))
     without_events = listed.filter(~pl.col(SUBJECT_ID).is_in(present.implode()))
     split_summaries = {}
-    for name in sorted(stats):
-        s = stats[name]
+    for name in sorted(tally.stats):
+        s = dict(tally.stats[name])
         lengths = s.pop("_lengths")
         s["unk_rate"] = round(s["unk_tokens"] / s["tokens"], 6) if s["tokens"] else 0.0
         s["length"] = _percentiles(lengths)
         split_summaries[name] = s
-    summary: dict[str, Any] = {
+    return {
         "meds_dir": str(meds_dir),
         "output_dir": str(output),
         "tokenizer": {
-            "source": source,
-            "fitted_on": TRAIN if fitted_here else None,
+            "source": origin["source"],
+            "fitted_on": origin["fitted_on"],
             "saved_to": str(output / TOKENIZER_SUBDIR),
             "vocab_size": tokenizer.vocab_size,
         },
         "max_length": max_length,
-        "shards": len(shards),
+        "shards": shard_count,
         "splits": split_summaries,
         "total": {
             "sequences": sum(s["sequences"] for s in split_summaries.values()),
             "tokens": sum(s["tokens"] for s in split_summaries.values()),
         },
         "subjects_without_events": without_events.height,
-        "subjects_without_split": without_split,
-        "seconds": round(time.perf_counter() - started, 3),
+        "subjects_without_split": tally.without_split,
+        "seconds": round(seconds, 3),
     }
+
+
+def write_summary(output: Path, summary: dict[str, Any]) -> None:
     (output / SUMMARY_FILE).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    return summary
 
 
 def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /,
@@ -196,13 +237,22 @@ def run_tokenize(config: TokenizeConfig | Mapping[str, Any] | None = None, /,
 
     Takes a :class:`TokenizeConfig`, a mapping of its settings, or its settings as keywords.
     Loads ``tokenizer_dir`` when given, else fits an ``EventTokenizer(**config.tokenizer)`` on the
-    train split; optionally saves the tokenizer used to ``save_tokenizer_to`` as well.
+    train split; optionally saves the tokenizer used to ``save_tokenizer_to`` as well. With
+    ``job`` set it runs one step of a run split into jobs (:mod:`ehrfm.tokenize.jobs`): the fit
+    and each job return a short dict of what they did (``"step"``), the merge the summary.
     """
     config = resolve_config(TokenizeConfig, config, settings, where="tokenize")
-    tokenizer: EventTokenizer | str = (str(config.tokenizer_dir) if config.tokenizer_dir
-                                       else EventTokenizer(**config.tokenizer))
-    summary = tokenize_dataset(config.input, tokenizer, config.output, splits=config.splits,
-                               max_length=config.history_tokens, overwrite=config.overwrite)
+    if config.job.mode != "single":  # the fit step, one job, or the merge (ehrfm.tokenize.jobs)
+        from .jobs import run_tokenize_jobs
+
+        summary = run_tokenize_jobs(config)
+        if config.job.mode != "merge":
+            return summary
+    else:
+        tokenizer: EventTokenizer | str = (str(config.tokenizer_dir) if config.tokenizer_dir
+                                           else EventTokenizer(**config.tokenizer))
+        summary = tokenize_dataset(config.input, tokenizer, config.output, splits=config.splits,
+                                   max_length=config.history_tokens, overwrite=config.overwrite)
     if config.save_tokenizer_to:
         EventTokenizer.from_pretrained(summary["tokenizer"]["saved_to"]).save_pretrained(
             config.save_tokenizer_to
