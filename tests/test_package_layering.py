@@ -72,7 +72,7 @@ def test_evaluate_does_not_import_finetune_and_shared_packages_import_no_stage()
     edges = import_map()
     assert "ehrfm.finetune" not in edges.get("ehrfm.evaluate", set())
     for shared in ("ehrfm.predict", "ehrfm.model", "ehrfm.ops", "ehrfm.batching", "ehrfm.training",
-                   "ehrfm.meds_dataset", "ehrfm.schema", "ehrfm.typed_config", "ehrfm.outputs"):
+                   "ehrfm.meds_dataset", "ehrfm.schema", "ehrfm.typed_config", "ehrfm.outputs", "ehrfm.jobs"):
         stages = {f"ehrfm.{p}" for p in STAGE_PACKAGES.values()} - {"ehrfm.tokenize", "ehrfm.tasks"}
         assert not edges.get(shared, set()) & stages, (shared, edges.get(shared))
 

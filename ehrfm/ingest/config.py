@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from ehrfm.ingest.jobs import JobSpec
 from ehrfm.ingest.sources import DEFAULT_MAX_DOCUMENT_BYTES, DEFAULT_MAX_LINE_BYTES
 from ehrfm.ingest.subjects import validate_ratios
+from ehrfm.jobs import JobSpec
 
 SPILL_BUCKETS = 64  # subject buckets of the spill; the most shards a run can have
 

@@ -16,16 +16,14 @@ is resolved there exactly as in one run, so the dataset is the same, byte for by
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ehrfm.ingest.config import IngestConfig
-from ehrfm.ingest.jobs import JobMismatchError, OverlappingJobsError, assign_by_size, jsonable
 from ehrfm.ingest.worker import BatchResult
+from ehrfm.jobs import JobMismatchError, OverlappingJobsError, assign_by_size, jsonable, link_or_copy
 
 __all__ = ["batch_from_json", "batch_to_json", "check_job_files", "check_job_balance", "file_facts",
            "file_shares", "job_settings", "link_spills"]
@@ -62,9 +60,8 @@ def check_job_files(manifests: Sequence[Mapping[str, Any]], files: Sequence[Path
     count = len(manifests)
     owner: dict[int, int] = {}
     for manifest in manifests:
-        for index, *_ in manifest["files"]:
+        for index, name, *_ in manifest["files"]:
             if index in owner:
-                name = manifest["files"][[f[0] for f in manifest["files"]].index(index)][1]
                 raise OverlappingJobsError(f"ingest merge: jobs {owner[index]} and {manifest['index']} both read "
                                            f"{name}: their partials overlap, so it would be counted twice")
             owner[index] = manifest["index"]
@@ -128,20 +125,14 @@ def batch_from_json(values: Mapping[str, Any]) -> BatchResult:
 
 
 def link_spills(spills: Sequence[Path], tmp: Path) -> int:
-    """Hard-link (or copy, across file systems) every job's spill files into one scratch folder.
+    """Link every job's spill files into one scratch folder (:func:`~ehrfm.jobs.link_or_copy`).
 
-    Names get the job's number in front, so two jobs' parts never collide; the partials stay
-    whole until the merge has succeeded, so a failed merge can simply be run again. Returns the
-    number of files.
+    Names get the job's number in front, so two jobs' parts never collide. Returns the number
+    of files.
     """
     linked = 0
     for job, spill in enumerate(spills):
         for path in sorted(spill.rglob("*.parquet")):
-            target = tmp / path.parent.relative_to(spill) / f"j{job:05d}-{path.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:  # another file system, or no hard links: a copy is as good
-                shutil.copyfile(path, target)
+            link_or_copy(path, tmp / path.parent.relative_to(spill) / f"j{job:05d}-{path.name}")
             linked += 1
     return linked

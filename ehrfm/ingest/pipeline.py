@@ -30,7 +30,6 @@ import ehrfm
 from ehrfm import schema
 from ehrfm.ingest.config import IngestConfig
 from ehrfm.ingest.finalize import IngestIntegrityError, finalize
-from ehrfm.ingest.jobs import clear_job_dir, job_dir, read_manifests, remove_job_dirs, write_manifest
 from ehrfm.ingest.partitions import (
     batch_to_json,
     check_job_balance,
@@ -44,6 +43,16 @@ from ehrfm.ingest.sources import discover_inputs
 from ehrfm.ingest.summary import IngestSummary
 from ehrfm.ingest.vocabulary import vocabularies_for
 from ehrfm.ingest.worker import IDENTIFIERS, REJECT_SCHEMA, BatchResult, ingest_batch
+from ehrfm.jobs import (
+    assign_by_size,
+    clear_job_dir,
+    job_dir,
+    read_manifests,
+    refuse_finished_output,
+    remove_job_dirs,
+    rerun_hint,
+    write_manifest,
+)
 from ehrfm.meds_dataset import mark_complete
 from ehrfm.outputs import ensure_output_dir, exclusive_output, prepare_output, refuse_overlap
 from ehrfm.progress import progress_bar
@@ -166,19 +175,12 @@ class IngestJobResult:
                 f"{self.folder} (merge with job.count={self.count} and no job.index once every job is done)")
 
 
-def _rerun_hint(count: int) -> str:
-    return f"ehrfm ingest <same settings> job.count={count} job.index={{index}}"
-
-
 def _run_job(config: IngestConfig, files: list[Path], started: float) -> IngestJobResult:
     """Job ``k`` of ``n``: map its share of the files into its own partial folder, nothing else."""
     index, count = config.job.index, config.job.count
     assert index is not None
     output = ensure_output_dir(config.output)
-    existing = [output / part for part in _OUTPUT_PARTS if (output / part).exists()]
-    if existing and not config.overwrite:  # the merge would refuse it at the end: say so before the work
-        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to "
-                              "replace it (the merge replaces it; jobs write only their partials)")
+    refuse_finished_output(output, _OUTPUT_PARTS, config.overwrite)
     shares = file_shares(files, count)
     mine = [(i, path) for i, path in enumerate(files) if shares[i] == index]
     folder = job_dir(output, "ingest", index, count)
@@ -212,7 +214,7 @@ class _Partials:
 def _read_partials(config: IngestConfig, files: list[Path]) -> _Partials:
     """Every job's partial, checked (present, complete, same settings, disjoint, its share, unchanged)."""
     count = config.job.count
-    manifests = read_manifests(config.output, "ingest", count, job_settings(config), rerun=_rerun_hint(count))
+    manifests = read_manifests(config.output, "ingest", count, job_settings(config), rerun=rerun_hint("ingest", count))
     check_job_files(manifests, files)
     total = BatchResult()
     jobs = []
@@ -228,15 +230,12 @@ def _read_partials(config: IngestConfig, files: list[Path]) -> _Partials:
 
 
 def _batches(files: list[tuple[int, Path]], count: int) -> list[list[tuple[int, str]]]:
-    """Split (run-wide index, file) pairs into ``count`` batches of similar byte size, biggest first."""
-    sized = sorted(((p.stat().st_size, i, str(p)) for i, p in files), reverse=True)
+    """Split (run-wide index, file) pairs into up to ``count`` batches of similar byte size."""
+    shares = assign_by_size([path.stat().st_size for _, path in files], count)
     batches: list[list[tuple[int, str]]] = [[] for _ in range(count)]
-    loads = [0] * count
-    for size, index, path in sized:
-        target = loads.index(min(loads))
-        batches[target].append((index, path))
-        loads[target] += size
-    return [sorted(b) for b in batches if b]
+    for (index, path), share in zip(files, shares):
+        batches[share].append((index, str(path)))
+    return [batch for batch in batches if batch]
 
 
 @contextlib.contextmanager
@@ -295,9 +294,8 @@ def _map_files(files: list[tuple[int, Path]], config: IngestConfig, tmp: Path,
 
     if pool is None:
         indexed = [(i, str(p)) for i, p in files]
-        seen = sum(total.read.values())
         with bar:
-            total.merge(ingest_batch(indexed, config, str(tmp), on_file=lambda read: advance(1, seen + read)))
+            total.merge(ingest_batch(indexed, config, str(tmp), on_file=lambda read: advance(1, read)))
         return total
     # Several batches per worker keep every core busy when file sizes are uneven.
     batches = _batches(files, workers * 4)

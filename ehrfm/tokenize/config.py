@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ehrfm.ingest.jobs import JobSpec
+from ehrfm.jobs import JobSpec
 from ehrfm.typed_config import check_call_keys, conf_group
 
 __all__ = ["TokenizeConfig", "TokenizeJob", "tokenizer_settings"]
@@ -31,7 +31,7 @@ def tokenizer_settings(values: dict[str, Any], *, where: str) -> dict[str, Any]:
 
 @dataclass
 class TokenizeJob(JobSpec):
-    """``job`` of ``ehrfm tokenize``: :class:`~ehrfm.ingest.jobs.JobSpec` plus the fit step.
+    """``job`` of ``ehrfm tokenize``: :class:`~ehrfm.jobs.JobSpec` plus the fit step.
 
     ``fit=True`` (with ``count=n``, no ``index``) fits the tokenizer once on the train split and
     saves it in the output, for the n jobs to load (see :mod:`ehrfm.tokenize.jobs`).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import polars as pl
 from meds import data_subdirectory
 
-from ehrfm.ingest.jobs import (
+from ehrfm.jobs import (
     JOBS_DIR,
     JobMismatchError,
     MissingJobError,
@@ -34,8 +33,11 @@ from ehrfm.ingest.jobs import (
     clear_job_dir,
     job_dir,
     jsonable,
+    link_or_copy,
     read_manifests,
+    refuse_finished_output,
     remove_job_dirs,
+    rerun_hint,
     write_manifest,
 )
 from ehrfm.meds_dataset import data_shards, read_splits, shard_id
@@ -150,10 +152,7 @@ def _job(config: TokenizeConfig) -> dict[str, Any]:
     assert index is not None
     meds_dir, output = Path(config.input), ensure_output_dir(config.output)
     refuse_overlap(output, meds_protected(meds_dir))
-    existing = [output / part for part in (data_subdirectory, SUMMARY_FILE) if (output / part).exists()]
-    if existing and not config.overwrite:  # the merge would refuse it at the end: say so before the work
-        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to replace "
-                              "it (the merge replaces it; jobs write only their partials)")
+    refuse_finished_output(output, [data_subdirectory, SUMMARY_FILE], config.overwrite)
     tokenizer, _, digest = _tokenizer_for_jobs(config)
     max_length = int(tokenizer.max_length if config.history_tokens is None else config.history_tokens)
     shards, wanted = _shares(config)
@@ -186,7 +185,7 @@ def _merge(config: TokenizeConfig) -> dict[str, Any]:
     meds_dir, output = Path(config.input), Path(config.output)
     refuse_overlap(output, meds_protected(meds_dir))
     manifests = read_manifests(output, STAGE, count, job_settings(config),
-                               rerun=f"ehrfm tokenize <same settings> job.count={count} job.index={{index}}")
+                               rerun=rerun_hint(STAGE, count))
     tokenizer, origin, digest = _tokenizer_for_jobs(config)
     for manifest in manifests:
         if manifest["tokenizer"] != digest:
@@ -239,16 +238,6 @@ def _check_shares(manifests: list[dict[str, Any]], names: list[str]) -> None:
 
 
 def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link (or copy) every file under ``source`` to the same place under ``target``.
-
-    The partial stays whole until the merge has written everything, so a failed merge can run again.
-    """
-    if not source.is_dir():
-        return
-    for path in sorted(source.rglob("*.parquet")):
-        destination = target / path.relative_to(source)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, destination)
-        except OSError:  # another file system, or no hard links
-            shutil.copyfile(path, destination)
+    """Link every token shard under ``source`` to the same place under ``target``."""
+    for path in sorted(source.rglob("*.parquet")) if source.is_dir() else ():
+        link_or_copy(path, target / path.relative_to(source))

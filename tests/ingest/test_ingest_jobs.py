@@ -16,14 +16,14 @@ from mimic_builders import write_mimic_export
 import ehrfm
 from ehrfm.ingest import IngestJobResult, IngestSummary
 from ehrfm.ingest.discovery import discover_files
-from ehrfm.ingest.jobs import (
+from ehrfm.ingest.partitions import file_shares
+from ehrfm.jobs import (
     IncompleteJobError,
     JobMismatchError,
     MissingJobError,
     OverlappingJobsError,
     job_dir,
 )
-from ehrfm.ingest.partitions import file_shares
 
 # What differs between any two runs, one job or several: when it ran (dataset.json) and how long
 # it took (ingest_summary.json); a merge's summary also says what each job read ("jobs").

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ehrfm
-from ehrfm.ingest.jobs import JobMismatchError, MissingJobError, OverlappingJobsError, job_dir
+from ehrfm.jobs import JobMismatchError, MissingJobError, OverlappingJobsError, job_dir
 from ehrfm.meds_dataset import data_shards
 from ehrfm.tokenize import run_tokenize
 

@@ -30,7 +30,8 @@ from typing import Any
 
 __all__ = ["JOBS_DIR", "MANIFEST", "IncompleteJobError", "JobMismatchError", "JobSpec", "MissingJobError",
            "OverlappingJobsError", "assign_by_size", "check_settings", "clear_job_dir", "job_dir",
-           "read_manifests", "remove_job_dirs", "write_manifest"]
+           "link_or_copy", "read_manifests", "refuse_finished_output", "remove_job_dirs", "rerun_hint",
+           "write_manifest"]
 
 JOBS_DIR = ".ehrfm-jobs"  # hidden: never read back as input, never one of a stage's output parts
 MANIFEST = "job.json"
@@ -116,6 +117,32 @@ def assign_by_size(sizes: Sequence[int], count: int) -> list[int]:
         jobs[index] = target
         loads[target] += sizes[index]
     return jobs
+
+
+def rerun_hint(stage: str, count: int) -> str:
+    """The command line that reruns job ``{index}`` of ``count``, for :func:`read_manifests`'s errors."""
+    return f"ehrfm {stage} <same settings> job.count={count} job.index={{index}}"
+
+
+def refuse_finished_output(output: Path, parts: Sequence[str], overwrite: bool) -> None:
+    """A job over an output that already holds a stage's result: refuse before the work, not at the merge."""
+    existing = [output / part for part in parts if (output / part).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]}: already exists; pass overwrite=True (overwrite=true) to replace "
+                              "it (the merge replaces it; jobs write only their partials)")
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (its folder made), or copy it where links fail.
+
+    A merge links rather than moves, so the partials stay whole until it has succeeded and a
+    failed merge can simply run again; across file systems a copy is as good.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def clear_job_dir(folder: Path, keep: Sequence[str] = ()) -> None:
