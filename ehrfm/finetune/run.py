@@ -141,7 +141,7 @@ def finetune(config: FinetuneConfig | Mapping[str, Any] | None = None, /, **sett
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     paths = resolve_inputs(config)
-    tasks = load_tasks(config.tasks, concepts=ConceptSets.load(config.concept_sets) if config.concept_sets else None)
+    tasks = load_tasks(config.tasks, concepts=ConceptSets.load(config.concept_sets))
     task_names = [task.name for task in tasks]
     tokenizer = EventTokenizer.from_pretrained(paths["tokenizer_dir"])
     prompt_ids = tokenizer.convert_tokens_to_ids([task.prompt_token for task in tasks])

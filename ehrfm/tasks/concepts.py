@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .yaml_files import UnreadableYamlError, read_yaml_file
+
 __all__ = ["BUILTIN_CONCEPTS_FILE", "Concept", "ConceptError", "ConceptSets"]
 
 BUILTIN_CONCEPTS_FILE = Path(__file__).resolve().parent / "concepts.yaml"
@@ -96,23 +98,25 @@ class ConceptSets(Mapping[str, Concept]):
 
     @classmethod
     def load(cls, files: Iterable[str | Path] = (), *, builtin: bool = True) -> ConceptSets:
-        """The shipped concepts (unless ``builtin=False``) extended by ``files``, in order."""
-        from .catalog import read_yaml_file  # the task files' bounded, duplicate-refusing reader
+        """The shipped concepts (unless ``builtin=False``) extended by ``files``, in order.
 
-        paths = ([BUILTIN_CONCEPTS_FILE] if builtin else []) + [Path(f) for f in files]
+        Without files this is the shipped set, read once per process.
+        """
+        paths = [Path(f) for f in files]
+        if builtin and not paths:
+            return _builtin_concepts()
+        return cls._read(([BUILTIN_CONCEPTS_FILE] if builtin else []) + paths)
+
+    @classmethod
+    def _read(cls, paths: list[Path]) -> ConceptSets:
         merged: dict[str, Concept] = {}
         for path in paths:
             try:
                 data = read_yaml_file(path, what="concept file")
-            except ValueError as err:
+            except UnreadableYamlError as err:
                 raise ConceptError(str(err)) from None
             merged.update(parse_concepts(data, str(path)))
         return cls(merged, [str(p) for p in paths])
-
-    @classmethod
-    def builtin(cls) -> ConceptSets:
-        """The shipped concepts, read once per process."""
-        return _builtin_concepts()
 
     def __getitem__(self, name: str) -> Concept:
         try:
@@ -130,15 +134,10 @@ class ConceptSets(Mapping[str, Concept]):
     def __len__(self) -> int:
         return len(self._concepts)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ConceptSets) and self._concepts == other._concepts
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"ConceptSets({len(self)} concepts from {', '.join(self.sources) or 'a mapping'})"
 
 
 @functools.lru_cache(maxsize=1)
 def _builtin_concepts() -> ConceptSets:
-    return ConceptSets.load()
+    return ConceptSets._read([BUILTIN_CONCEPTS_FILE])

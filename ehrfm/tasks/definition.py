@@ -292,7 +292,7 @@ def _code_match(node: _Node, *, required: bool, concepts: ConceptSets | None) ->
     named = node.child("concepts")
     for i, name in enumerate(_code_list(named)):
         try:
-            concept = (concepts if concepts is not None else ConceptSets.builtin())[name]
+            concept = (concepts if concepts is not None else ConceptSets.load())[name]
         except ConceptError as err:
             raise _Node(name, node.source, f"{named.path}[{i}]").fail(str(err)) from None
         codes += [c for c in concept.codes if c not in codes]

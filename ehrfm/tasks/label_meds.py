@@ -48,7 +48,7 @@ from ehrfm.typed_config import resolve_config
 from .catalog import load_tasks
 from .concepts import ConceptSets
 from .config import LabelConfig
-from .definition import TaskDefinition
+from .definition import CodeMatch, TaskDefinition
 from .durations import format_duration
 from .labeler import EXCLUDED_BY, EXCLUSION_REASONS, LABEL_COLUMNS, candidate_table
 
@@ -119,7 +119,7 @@ def label_meds_dataset(
     """
     started = time.perf_counter()
     meds_dir, output = Path(meds_dir), Path(output_dir)
-    definitions = load_tasks(tasks, concepts=ConceptSets.load(concept_sets) if concept_sets else None)
+    definitions = load_tasks(tasks, concepts=ConceptSets.load(concept_sets))
     if not definitions:
         raise ValueError("no tasks given: name built-in tasks (see builtin_task_names()) or task YAML files")
     events = scan_events(meds_dir)
@@ -135,7 +135,7 @@ def label_meds_dataset(
     prepare_output(output, [*owned, SUMMARY_FILE], overwrite=overwrite)
     (output / DETAILS_DIR).mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"meds_dir": str(meds_dir), "output_dir": str(output), "tasks": {}}
-    dataset_codes = distinct_codes(meds_dir, events)
+    dataset_codes = events.select(pl.col(CODE).unique()).collect()[CODE]  # one column, read once
     for task in track(definitions, desc="label", unit="task"):
         task_started = time.perf_counter()
         candidates = candidate_table(task, events).join(splits, on=SUBJECT_ID, how="left",
@@ -159,16 +159,6 @@ def label_meds_dataset(
     return summary
 
 
-def distinct_codes(meds_dir: Path, events: pl.LazyFrame) -> pl.Series:
-    """Every code of the dataset: from ``metadata/codes.parquet`` when it lists them, else the events."""
-    codes_file = meds_dir / "metadata" / "codes.parquet"
-    if codes_file.is_file():
-        listed = pl.read_parquet(codes_file, columns=[CODE])[CODE]
-        if listed.len():
-            return listed.unique()
-    return events.select(pl.col(CODE).unique()).collect()[CODE]
-
-
 def unmatched_parts(task: TaskDefinition, codes: pl.Series) -> list[str]:
     """Which of the task's trigger and label match none of ``codes`` (names for a message)."""
     frame = codes.to_frame(CODE)
@@ -177,7 +167,7 @@ def unmatched_parts(task: TaskDefinition, codes: pl.Series) -> list[str]:
             if frame.filter(match.expr()).height == 0]
 
 
-def _describe(match: Any) -> str:
+def _describe(match: CodeMatch) -> str:
     shown = [*match.codes, *(f"{p}*" for p in match.prefixes)]
     return ", ".join(shown[:6]) + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")
 

@@ -47,9 +47,14 @@ class Encounter:
 class Population:
     folder: Path
     patients: dict[str, dt.date] = field(default_factory=dict)        # id -> birth date
+    subject_ids: dict[str, int] = field(default_factory=dict)         # id -> MIMIC subject_id identifier
     deaths: dict[str, dt.datetime] = field(default_factory=dict)      # id -> death time
     encounters: list[Encounter] = field(default_factory=list)
     conditions: list[tuple[str, str, dt.datetime]] = field(default_factory=list)  # patient, MEDS code, time
+
+    def patient_of_subject(self) -> dict[int, str]:
+        """subject_id (ingested with ``subject_id_system=PATIENT_ID_SYSTEM``) -> FHIR Patient id."""
+        return {subject: pid for pid, subject in self.subject_ids.items()}
 
 
 def _iso(time: dt.datetime) -> str:
@@ -70,6 +75,7 @@ def write_mimic_population(folder: Path, n_patients: int = 60, seed: int = 7) ->
         pid = f"5a1c0000-0000-5000-8000-{i:012d}"
         birth = dt.date(2090 + rng.randrange(40), 1 + rng.randrange(12), 1 + rng.randrange(28))
         population.patients[pid] = birth
+        population.subject_ids[pid] = 10_000_000 + i
         time = dt.datetime(2170 + rng.randrange(10), 1 + rng.randrange(12), 1 + rng.randrange(28), 8, tzinfo=UTC)
         # Visit mix: mostly ambulatory, then ED, admissions, observation and short stays.
         for j in range(rng.randint(4, 14)):
@@ -95,7 +101,7 @@ def write_mimic_population(folder: Path, n_patients: int = 60, seed: int = 7) ->
             time = encounter.end + dt.timedelta(days=rng.randint(20, 400))
         patient = {"resourceType": "Patient", "id": pid, "gender": rng.choice(["female", "male"]),
                    "birthDate": birth.isoformat(),
-                   "identifier": [{"system": PATIENT_ID_SYSTEM, "value": str(10_000_000 + i)}]}
+                   "identifier": [{"system": PATIENT_ID_SYSTEM, "value": str(population.subject_ids[pid])}]}
         if rng.random() < 0.3:  # death some months after the last encounter ended
             death = population.encounters[-1].end + dt.timedelta(days=rng.randint(5, 300))
             population.deaths[pid] = death

@@ -161,3 +161,12 @@ def write_meds_dir(root: Path, events: pl.DataFrame, splits: dict[int, str], *, 
         root / "metadata" / "subject_splits.parquet")
     mark_complete(root, {"dataset_name": "task_builders"})
     return root
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A YAML flow list whose levels each list the previous nine times: 9**levels values once expanded."""
+    parts, previous = ["&l0 [x, x, x, x, x, x, x, x, x]"], "l0"
+    for level in range(1, levels):
+        parts.append(f"&l{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
+        previous = f"l{level}"
+    return "[" + ", ".join(parts) + "]"

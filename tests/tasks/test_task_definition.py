@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from task_builders import BASE, frame, ts
+from task_builders import BASE, alias_bomb, frame, ts
 
 from ehrfm.tasks import (
     BUILTIN_DIR,
@@ -269,18 +269,9 @@ def test_parse_duration_rejects(text: str) -> None:
 
 # -- files that would take unbounded memory or time -------------------------------------------
 
-def _alias_bomb(levels: int = 9) -> str:
-    """Each level lists the previous one nine times: 9**levels values once expanded."""
-    parts, previous = ["&l0 [x, x, x, x, x, x, x, x, x]"], "l0"
-    for level in range(1, levels):
-        parts.append(f"&l{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
-        previous = f"l{level}"
-    return "[" + ", ".join(parts) + "]"
-
-
 @pytest.mark.parametrize(("text", "expected"), [
-    (lambda: f"name: {_alias_bomb()}\n", r"expands to more than 100,000 values once its aliases are resolved"),
-    (lambda: yaml.safe_dump(BASE) + f"description: {_alias_bomb()}\n", r"expands to more than 100,000 values"),
+    (lambda: f"name: {alias_bomb()}\n", r"expands to more than 100,000 values once its aliases are resolved"),
+    (lambda: yaml.safe_dump(BASE) + f"description: {alias_bomb()}\n", r"expands to more than 100,000 values"),
     (lambda: "name: x\ntrigger: " + "[" * 10_000 + "]" * 10_000 + "\n", r"nested more than 50 levels deep"),
     (lambda: "name: x\n" + "#" * (2 << 20) + "\n", r"bytes; a task file holds at most 1,048,576"),
 ])
