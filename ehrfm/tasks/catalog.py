@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from .aces import ACES_KEY, looks_like_aces, task_from_aces_file
 from .concepts import ConceptSets
 from .definition import TaskDefinition, TaskDefinitionError
 from .yaml_files import UnreadableYamlError, read_yaml_file
@@ -38,11 +39,20 @@ def read_task_file(path: str | Path, *, concepts: ConceptSets | None = None) -> 
     """Parse and validate one task YAML file; errors name the file.
 
     ``concepts`` resolves the concept names the file uses (default: the shipped concept sets).
+    A file with an ``aces:`` key is an ehrfm task whose logic is an ACES task config (see
+    :mod:`ehrfm.tasks.aces`); an ACES config itself is refused with how to wrap it.
     """
     try:
         data = read_yaml_file(path, what="task file")
     except UnreadableYamlError as err:
         raise TaskDefinitionError(str(err)) from None
+    if isinstance(data, dict) and ACES_KEY in data:
+        return task_from_aces_file(data, source=path)
+    if looks_like_aces(data):
+        raise TaskDefinitionError(
+            f"{path}: this is an ACES task config, not an ehrfm task file: write an ehrfm task file with "
+            f"name, prompt_token and '{ACES_KEY}: <path to this file>' (see ehrfm.tasks.aces), or call "
+            "ehrfm.tasks.task_from_aces")
     return TaskDefinition.from_mapping(data, source=str(path), concepts=concepts)
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from mimic_population import PATIENT_ID_SYSTEM, Population, write_mimic_population
+from mimic_population import Population
 from task_builders import alias_bomb
 
-from ehrfm.ingest import ingest_fhir
 from ehrfm.tasks import (
     ConceptError,
     ConceptSets,
@@ -32,15 +31,6 @@ from ehrfm.tasks.concepts import parse_concepts
 
 PREDIABETES = {"ICD10CM/R73.03", "ICD9CM/790.29"}
 TYPE_2_DIABETES = {"ICD10CM/E11.9", "ICD9CM/250.00"}
-
-
-@pytest.fixture(scope="module")
-def mimic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Population, Path]:
-    root = tmp_path_factory.mktemp("mimic")
-    population = write_mimic_population(root / "fhir", n_patients=80)
-    summary = ingest_fhir(str(population.folder), root / "meds", workers=1, subject_id_system=PATIENT_ID_SYSTEM)
-    assert summary.resources_rejected == 0 and summary.balanced
-    return population, root / "meds"
 
 
 @pytest.fixture(scope="module")
