@@ -86,6 +86,8 @@ STAGES: dict[str, Stage] = {
     for stage in (
         Stage("demo", "run the whole flow on ehrfm's built-in synthetic patients",
               "ehrfm.demo.stage:run_demo_stage"),
+        Stage("synth", "simulate a FHIR population with planted, known risk (and its ground truth)",
+              "ehrfm.synth.stage:run_synth_stage"),
         Stage("ingest", "FHIR R4 Bundles / Bulk ndjson -> MEDS v0.4 dataset",
               "ehrfm.ingest.stage:run_ingest_stage"),
         Stage("tokenize", "MEDS dataset -> timed token sequences (fit or load a tokenizer)",

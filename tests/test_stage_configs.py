@@ -17,14 +17,16 @@ from ehrfm.ingest import IngestConfig
 from ehrfm.pretrain import PretrainConfig
 from ehrfm.resources import conf_dir
 from ehrfm.score import ScoreConfig
+from ehrfm.synth import SynthConfig
 from ehrfm.tasks import LabelConfig
 from ehrfm.tokenize import TokenizeConfig
 from ehrfm.typed_config import ConfigError, from_mapping, stage_mapping
 
 CONFIGS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig,
-           "tokenize": TokenizeConfig, "label": LabelConfig, "demo": DemoConfig, "score": ScoreConfig}
+           "tokenize": TokenizeConfig, "label": LabelConfig, "demo": DemoConfig, "score": ScoreConfig,
+           "synth": SynthConfig}
 REQUIRED = {"tokenize": ["input=/meds", "output=/tokens"], "label": ["input=/meds", "output=/labels"],
-            "score": ["bundle=/bundle", "input=/meds", "output=/scores"]}
+            "score": ["bundle=/bundle", "input=/meds", "output=/scores"], "synth": ["output=/population"]}
 EXPERIMENTS = [(stage, path.stem) for stage in STAGES_WITH_EXPERIMENTS
                for path in sorted((conf_dir() / f"{stage}_experiment").glob("*.yaml"))]
 
