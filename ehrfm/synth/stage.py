@@ -19,5 +19,5 @@ def run_synth_stage(cfg: Any) -> dict[str, Any]:
     for kind, count in summary["resources"].items():
         print(f"  {kind:<20} {count:>10,}")
     print(f"FHIR: {summary['fhir']}   truth: {summary['output']}/truth.jsonl.gz   "
-          f"next: ehrfm ingest 'inputs=[{summary['fhir']}]' output=...")
+          f"next: ehrfm ingest input={summary['fhir']} output=...")
     return summary
