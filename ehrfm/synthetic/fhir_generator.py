@@ -23,14 +23,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from .fhir_parts import ACT, CVX, LOINC, RXNORM, SNOMED, UCUM, bundle_references, coding
+
 GENERATOR_VERSION = 1  # bump when the output changes, so caches regenerate
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-CVX = "http://hl7.org/fhir/sid/cvx"
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-UCUM = "http://unitsofmeasure.org"
 
 # (SNOMED code, display, yearly onset hazard from age 40, RxNorm treatment, display)
 CHRONIC = [
@@ -50,10 +46,6 @@ ACUTE = [
 ]
 VACCINES = [("140", "Influenza, seasonal, injectable, preservative free"), ("113", "Td (adult)"),
             ("08", "Hep B, adolescent or pediatric"), ("133", "Pneumococcal conjugate PCV 13")]
-
-
-def _coding(system: str, code: str, display: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
 
 
 def _instant(moment: datetime) -> str:
@@ -141,20 +133,20 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
     encounter_id = p.new_id()
     p.add({
         "resourceType": "Encounter", "id": encounter_id, "status": "finished",
-        "class": {"system": ACT, "code": klass}, "type": [_coding(SNOMED, kind[0], kind[1])],
+        "class": {"system": ACT, "code": klass}, "type": [coding(SNOMED, kind[0], kind[1])],
         "subject": p.ref(), "period": {"start": _instant(start), "end": _instant(start + stay)},
     })
     enc = {"reference": f"Encounter/{encounter_id}"}
     for code, display in diagnoses:
         p.add({"resourceType": "Condition", "id": p.new_id(), "subject": p.ref(), "encounter": enc,
-               "clinicalStatus": _coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active",
+               "clinicalStatus": coding("http://terminology.hl7.org/CodeSystem/condition-clinical", "active",
                                          "Active"),
-               "code": _coding(SNOMED, code, display), "onsetDateTime": _instant(start)})
+               "code": coding(SNOMED, code, display), "onsetDateTime": _instant(start)})
     for rx, rx_display in prescriptions:
         if rx:
             p.add({"resourceType": "MedicationRequest", "id": p.new_id(), "status": "active",
                    "intent": "order", "subject": p.ref(), "encounter": enc, "authoredOn": _instant(start),
-                   "medicationCodeableConcept": _coding(RXNORM, rx, rx_display)})
+                   "medicationCodeableConcept": coding(RXNORM, rx, rx_display)})
     if checkup:
         age = (start - p.birth).days / 365.25
         sick = len(chronic or [])
@@ -165,13 +157,13 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
         for code, display, value, unit in vitals:
             _observation(p, start, enc, code, display, round(value, 1), unit, "vital-signs")
         p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
-               "encounter": enc, "code": _coding(LOINC, "85354-9", "Blood pressure panel"),
+               "encounter": enc, "code": coding(LOINC, "85354-9", "Blood pressure panel"),
                "effectiveDateTime": _instant(start),
                "component": [
-                   {"code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
+                   {"code": coding(LOINC, "8480-6", "Systolic blood pressure"),
                     "valueQuantity": {"value": round(systolic, 1), "unit": "mm[Hg]", "system": UCUM,
                                       "code": "mm[Hg]"}},
-                   {"code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
+                   {"code": coding(LOINC, "8462-4", "Diastolic blood pressure"),
                     "valueQuantity": {"value": round(systolic * 0.62 + rng.gauss(0, 5), 1), "unit": "mm[Hg]",
                                       "system": UCUM, "code": "mm[Hg]"}}]})
         if age > 18:
@@ -180,19 +172,19 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
             _observation(p, start, enc, "2160-0", "Creatinine", round(0.8 + 0.4 * sick * rng.random(), 2),
                          "mg/dL", "laboratory")
             p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
-                   "encounter": enc, "code": _coding(LOINC, "72166-2", "Tobacco smoking status"),
+                   "encounter": enc, "code": coding(LOINC, "72166-2", "Tobacco smoking status"),
                    "effectiveDateTime": _instant(start),
-                   "valueCodeableConcept": _coding(SNOMED, *rng.choice([("266919005", "Never smoker"),
+                   "valueCodeableConcept": coding(SNOMED, *rng.choice([("266919005", "Never smoker"),
                                                                          ("8517006", "Ex-smoker"),
                                                                          ("77176002", "Smoker")]))})
         if rng.random() < 0.5:
             code, display = rng.choice(VACCINES)
             p.add({"resourceType": "Immunization", "id": p.new_id(), "status": "completed",
                    "patient": p.ref(), "encounter": enc, "occurrenceDateTime": _instant(start),
-                   "vaccineCode": _coding(CVX, code, display)})
+                   "vaccineCode": coding(CVX, code, display)})
         if rng.random() < 0.15:
             p.add({"resourceType": "Procedure", "id": p.new_id(), "status": "completed", "subject": p.ref(),
-                   "encounter": enc, "code": _coding(SNOMED, "430193006", "Medication reconciliation"),
+                   "encounter": enc, "code": coding(SNOMED, "430193006", "Medication reconciliation"),
                    "performedPeriod": {"start": _instant(start),
                                        "end": _instant(start + timedelta(minutes=15))}})
     if klass in ("EMER", "IMP") and rng.random() < 0.4:
@@ -207,7 +199,7 @@ def _visit(p: _Patient, start: datetime, klass: str, kind: tuple[str, str], diag
         text = (f"{start.date()}\n\n# Chief Complaint\n{words}\n\n# Assessment and Plan\n"
                 f"Patient seen in {klass} setting for {words}. Plan discussed with the patient.\n")
         p.add({"resourceType": "DocumentReference", "id": p.new_id(), "status": "current", "subject": p.ref(),
-               "type": _coding(LOINC, "34117-2", "History and physical note"), "date": _instant(start),
+               "type": coding(LOINC, "34117-2", "History and physical note"), "date": _instant(start),
                "context": {"encounter": [enc]},
                "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                            "data": base64.b64encode(text.encode()).decode()}}]})
@@ -217,9 +209,9 @@ def _observation(p: _Patient, start: datetime, enc: dict[str, str], code: str, d
                  unit: str, category: str) -> None:
     p.add({"resourceType": "Observation", "id": p.new_id(), "status": "final", "subject": p.ref(),
            "encounter": enc,
-           "category": [_coding("http://terminology.hl7.org/CodeSystem/observation-category", category,
+           "category": [coding("http://terminology.hl7.org/CodeSystem/observation-category", category,
                                 category)],
-           "code": _coding(LOINC, code, display), "effectiveDateTime": _instant(start),
+           "code": coding(LOINC, code, display), "effectiveDateTime": _instant(start),
            "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}})
 
 
@@ -239,7 +231,7 @@ def write_synthetic_fhir(output: str | Path, *, n_patients: int = 40, seed: int 
     for index in range(n_patients):
         resources = _generate_patient(rng, index, end)
         if index % 2 == 0:
-            entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": _bundle_refs(r),
+            entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": bundle_references(r),
                         "request": {"method": "POST", "url": r["resourceType"]}} for r in resources]
             path = bundles_dir / f"patient_{index:03d}.json"
             path.write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries},
@@ -253,11 +245,3 @@ def write_synthetic_fhir(output: str | Path, *, n_patients: int = 40, seed: int 
         path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in resources))
         written.append(path)
     return written
-
-
-def _bundle_refs(resource: dict[str, Any]) -> dict[str, Any]:
-    """Inside a transaction Bundle, references point at entries' ``urn:uuid`` fullUrls."""
-    text = json.dumps(resource)
-    for kind in ("Patient", "Encounter"):
-        text = text.replace(f'"reference": "{kind}/', '"reference": "urn:uuid:')
-    return json.loads(text)

@@ -22,6 +22,7 @@ patients ``k * PART_SIZE ...``, so the files are the same whatever ``workers`` i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -36,6 +37,7 @@ from typing import Any
 import polars as pl
 
 from .dynamics import TASK_OUTCOMES, Truth, true_risk
+from .fhir_parts import bundle_references
 from .simulator import HISTORY_END, SimulatedPatient, simulate_patient
 
 __all__ = ["FORMATS", "PART_SIZE", "TRUTH_FILE", "load_truth", "true_risks", "write_population"]
@@ -53,13 +55,9 @@ def _open(path: Path, compress: bool):  # noqa: ANN202 - a text file object
 
 
 def _bundle(patient: SimulatedPatient) -> dict[str, Any]:
-    """A transaction Bundle: references inside it point at the entries' ``urn:uuid`` full URLs."""
-    text = json.dumps(patient.resources, **_JSON)
-    for kind in ("Patient", "Encounter"):
-        text = text.replace(f'"reference":"{kind}/', '"reference":"urn:uuid:')
     return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
-        for r in json.loads(text)]}
+        {"fullUrl": f"urn:uuid:{r['id']}", "resource": bundle_references(r),
+         "request": {"method": "POST", "url": r["resourceType"]}} for r in patient.resources]}
 
 
 @dataclass(frozen=True)
@@ -126,17 +124,12 @@ def write_population(output: str | Path, *, n_patients: int = 1000, seed: int = 
              for number, first in enumerate(range(0, n_patients, PART_SIZE))]
     workers = min(len(parts), workers or os.cpu_count() or 1)
     counts: Counter = Counter()
-    with _open(output / TRUTH_FILE, True) as truth:
-        if workers == 1:
-            results: Iterable[tuple[Counter, list[str]]] = map(_write_part, parts)
-        else:
-            pool = ProcessPoolExecutor(workers)
-            results = pool.map(_write_part, parts)
+    with (_open(output / TRUTH_FILE, True) as truth,
+          ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool):
+        results: Iterable[tuple[Counter, list[str]]] = (pool.map if pool else map)(_write_part, parts)
         for part_counts, lines in results:  # in part order: the truth file is the same for any workers
             counts.update(part_counts)
             truth.writelines(line + "\n" for line in lines)
-        if workers > 1:
-            pool.shutdown()
     summary = {"output": str(output), "fhir": str(fhir), "patients": n_patients, "seed": seed, "format": format,
                "gzip": gzip, "notes": notes, "imaging": imaging, "resources": dict(sorted(counts.items())),
                "history_end": HISTORY_END.isoformat(), "tasks_with_true_risk": list(TASK_OUTCOMES)}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dynamics import ADMITTED_FROM_EMERGENCY, CHRONIC, Truth, creatinine, hba1c, rates
+from .fhir_parts import ACT, CVX, LOINC, RXNORM, SNOMED, UCUM, coding
 
 __all__ = ["HISTORY_END", "SimulatedPatient", "SUBJECT_SYSTEM", "simulate_patient"]
 
@@ -38,12 +39,6 @@ HISTORY_FLOOR = dt.datetime(2000, 1, 1)
 STEP = dt.timedelta(days=30)
 SUBJECT_SYSTEM = "urn:ehrfm:synthetic:subject"  # Patient.identifier: the patient's index, as a subject id
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-CVX = "http://hl7.org/fhir/sid/cvx"
-ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -83,10 +78,6 @@ class SimulatedPatient:
     truth: Truth
 
 
-def _coding(system: str, code: str, display: str) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
-
-
 def _instant(moment: dt.datetime) -> str:
     return moment.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -120,33 +111,33 @@ class _Writer:
                   reason: tuple[str, str] | None = None) -> dict[str, str]:
         resource: dict[str, Any] = {
             "resourceType": "Encounter", "id": self.new_id(), "status": "finished",
-            "class": {"system": ACT, "code": klass}, "type": [_coding(SNOMED, *kind)],
+            "class": {"system": ACT, "code": klass}, "type": [coding(SNOMED, *kind)],
             "subject": self.subject(), "period": {"start": _instant(start), "end": _instant(end)}}
         self.latest = max(self.latest, end)
         if reason:
-            resource["reasonCode"] = [_coding(SNOMED, *reason)]
+            resource["reasonCode"] = [coding(SNOMED, *reason)]
         self.add(resource)
         return {"reference": f"Encounter/{resource['id']}"}
 
     def condition(self, enc: dict[str, str], code: str, display: str, when: dt.datetime) -> None:
         self.add({"resourceType": "Condition", "id": self.new_id(),
-                  "clinicalStatus": _coding(CLINICAL, "active", "Active"),
-                  "verificationStatus": _coding(VERIFICATION, "confirmed", "Confirmed"),
-                  "category": [_coding(CONDITION_CATEGORY, "encounter-diagnosis", "Encounter Diagnosis")],
-                  "code": _coding(SNOMED, code, display), "subject": self.subject(), "encounter": enc,
+                  "clinicalStatus": coding(CLINICAL, "active", "Active"),
+                  "verificationStatus": coding(VERIFICATION, "confirmed", "Confirmed"),
+                  "category": [coding(CONDITION_CATEGORY, "encounter-diagnosis", "Encounter Diagnosis")],
+                  "code": coding(SNOMED, code, display), "subject": self.subject(), "encounter": enc,
                   "onsetDateTime": _instant(when), "recordedDate": _instant(when)})
 
     def prescription(self, enc: dict[str, str], drug: str, when: dt.datetime) -> None:
         code, display = DRUGS[drug]
         self.add({"resourceType": "MedicationRequest", "id": self.new_id(), "status": "active", "intent": "order",
-                  "medicationCodeableConcept": _coding(RXNORM, code, display), "subject": self.subject(),
+                  "medicationCodeableConcept": coding(RXNORM, code, display), "subject": self.subject(),
                   "encounter": enc, "authoredOn": _instant(when)})
 
     def observation(self, enc: dict[str, str], when: dt.datetime, code: str, display: str, value: float,
                     unit: str, category: str = "laboratory") -> None:
         self.add({"resourceType": "Observation", "id": self.new_id(), "status": "final",
-                  "category": [_coding(OBS_CATEGORY, category, category.replace("-", " ").title())],
-                  "code": _coding(LOINC, code, display), "subject": self.subject(), "encounter": enc,
+                  "category": [coding(OBS_CATEGORY, category, category.replace("-", " ").title())],
+                  "code": coding(LOINC, code, display), "subject": self.subject(), "encounter": enc,
                   "effectiveDateTime": _instant(when), "valueQuantity": _quantity(value, unit)})
 
     def labs(self, enc: dict[str, str], when: dt.datetime) -> None:
@@ -165,13 +156,13 @@ class _Writer:
         systolic = (112 + 0.35 * (age - 40) + 16 * truth.has("hypertension", when) - 11 * treated
                     + rng.gauss(0, 7))
         self.add({"resourceType": "Observation", "id": self.new_id(), "status": "final",
-                  "category": [_coding(OBS_CATEGORY, "vital-signs", "Vital Signs")],
-                  "code": _coding(LOINC, "85354-9", "Blood pressure panel with all children optional"),
+                  "category": [coding(OBS_CATEGORY, "vital-signs", "Vital Signs")],
+                  "code": coding(LOINC, "85354-9", "Blood pressure panel with all children optional"),
                   "subject": self.subject(), "encounter": enc, "effectiveDateTime": _instant(when),
                   "component": [
-                      {"code": _coding(LOINC, "8480-6", "Systolic blood pressure"),
+                      {"code": coding(LOINC, "8480-6", "Systolic blood pressure"),
                        "valueQuantity": _quantity(round(systolic, 0), "mm[Hg]")},
-                      {"code": _coding(LOINC, "8462-4", "Diastolic blood pressure"),
+                      {"code": coding(LOINC, "8462-4", "Diastolic blood pressure"),
                        "valueQuantity": _quantity(round(0.6 * systolic + rng.gauss(0, 5), 0), "mm[Hg]")}]})
         heart_rate = 72 + 8 * truth.has("heart_failure", when) + rng.gauss(0, 8)
         self.observation(enc, when, "8867-4", "Heart rate", round(heart_rate, 0), "/min", "vital-signs")
@@ -187,7 +178,7 @@ class _Writer:
         text = (f"{when.date()} {setting} note\n\nActive problems: {listed}.{breath}\n"
                 "Plan: continue current medications; follow up as scheduled.\n")
         self.add({"resourceType": "DocumentReference", "id": self.new_id(), "status": "current",
-                  "type": _coding(LOINC, "11506-3", "Progress note"), "subject": self.subject(),
+                  "type": coding(LOINC, "11506-3", "Progress note"), "subject": self.subject(),
                   "date": _instant(when), "context": {"encounter": [enc]},
                   "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                               "data": base64.b64encode(text.encode()).decode()}}]})
@@ -198,7 +189,7 @@ class _Writer:
         self.add({"resourceType": "ImagingStudy", "id": self.new_id(), "status": "available",
                   "subject": self.subject(), "encounter": enc, "started": _instant(when),
                   "numberOfSeries": 1, "numberOfInstances": 1,
-                  "procedureCode": [_coding(SNOMED, "399208008", "Plain X-ray of chest")],
+                  "procedureCode": [coding(SNOMED, "399208008", "Plain X-ray of chest")],
                   "series": [{"uid": f"2.25.{self.rng.getrandbits(96)}", "number": 1,
                               "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM",
                                            "code": "CR", "display": "Computed Radiography"},
@@ -265,18 +256,18 @@ def simulate_patient(seed: int, index: int, *, notes: bool = False, imaging: boo
             w.vitals(enc, when)
             w.labs(enc, when)
             w.add({"resourceType": "Observation", "id": w.new_id(), "status": "final",
-                   "category": [_coding(OBS_CATEGORY, "social-history", "Social History")],
-                   "code": _coding(LOINC, "72166-2", "Tobacco smoking status"), "subject": w.subject(),
+                   "category": [coding(OBS_CATEGORY, "social-history", "Social History")],
+                   "code": coding(LOINC, "72166-2", "Tobacco smoking status"), "subject": w.subject(),
                    "encounter": enc, "effectiveDateTime": _instant(when),
-                   "valueCodeableConcept": _coding(SNOMED, *SMOKING[truth.smoker])})
+                   "valueCodeableConcept": coding(SNOMED, *SMOKING[truth.smoker])})
             if rng.random() < 0.6:
                 code, display = VACCINES[0] if rng.random() < 0.7 else rng.choice(VACCINES[1:])
                 w.add({"resourceType": "Immunization", "id": w.new_id(), "status": "completed",
-                       "vaccineCode": _coding(CVX, code, display), "patient": w.subject(), "encounter": enc,
+                       "vaccineCode": coding(CVX, code, display), "patient": w.subject(), "encounter": enc,
                        "occurrenceDateTime": _instant(when), "primarySource": True})
             if _problems(truth, when):
                 w.add({"resourceType": "Procedure", "id": w.new_id(), "status": "completed",
-                       "code": _coding(SNOMED, "430193006", "Medication reconciliation (procedure)"),
+                       "code": coding(SNOMED, "430193006", "Medication reconciliation (procedure)"),
                        "subject": w.subject(), "encounter": enc, "performedDateTime": _instant(when)})
             w.note(enc, when, "Check-up", _problems(truth, when))
             next_checkup = when + dt.timedelta(days=rng.randrange(330, 400))
@@ -310,7 +301,7 @@ def simulate_patient(seed: int, index: int, *, notes: bool = False, imaging: boo
             w.vitals(enc, admitted)
             procedure = ("252465000", "Pulse oximetry") if from_emergency else ("396550006", "Blood test")
             w.add({"resourceType": "Procedure", "id": w.new_id(), "status": "completed",
-                   "code": _coding(SNOMED, *procedure), "subject": w.subject(), "encounter": enc,
+                   "code": coding(SNOMED, *procedure), "subject": w.subject(), "encounter": enc,
                    "performedDateTime": _instant(admitted)})
             w.chest_xray(enc, admitted)
             w.note(enc, admitted + stay, "Discharge", _problems(truth, admitted))

@@ -80,7 +80,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     ENCOUNTER_ID: pl.String(),
     EXCLUDED_BY: pl.String(),
 }
-_DAYS_PER_YEAR = 365.25
+DAYS_PER_YEAR = 365.25  # the unit of ages (min_age_years, max_age_years)
 _VISIT_END = CodeMatch(prefixes=(f"{VISIT_END_PREFIX}/",))
 
 
@@ -165,7 +165,7 @@ def candidate_table(task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame) -
     pt = pl.col(PREDICTION_TIME)
     window_end = pl.col("_last") if task.window.end is None else pt + task.window.end
     seen = pl.col("_next").is_not_null() & (pl.col("_next") <= window_end)
-    age = (pt - pl.col("_birth")).dt.total_microseconds() / (86_400e6 * _DAYS_PER_YEAR)
+    age = (pt - pl.col("_birth")).dt.total_microseconds() / (86_400e6 * DAYS_PER_YEAR)
     obs = task.observation
     checks: list[tuple[str, pl.Expr]] = [
         ("after_death", pl.col("_death").is_not_null() & (pt >= pl.col("_death")))
@@ -195,7 +195,7 @@ def candidate_table(task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame) -
         pl.when(seen).then(pl.col("_next")).alias(OUTCOME_TIME),
         (seen != task.label.negate).alias(BOOLEAN_VALUE),
     )
-    rows = _sample(rows, task)
+    rows = sample_candidates(rows, task)
     return rows.with_columns(
         pl.when(pl.col(EXCLUDED_BY).is_null()).then(pl.col(BOOLEAN_VALUE)).alias(BOOLEAN_VALUE),
     ).select([pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items()])
@@ -209,8 +209,9 @@ def _first_reason(checks: list[tuple[str, pl.Expr]]) -> pl.Expr:
     return chain.otherwise(pl.lit(None, pl.String)).alias(EXCLUDED_BY)
 
 
-def _sample(rows: pl.DataFrame, task: TaskDefinition) -> pl.DataFrame:
-    """Keep at most ``max_per_subject`` labelled rows per subject: those with the smallest keys."""
+def sample_candidates(rows: pl.DataFrame, task: TaskDefinition) -> pl.DataFrame:
+    """Keep at most ``max_per_subject`` rows still in (``excluded_by`` null) per subject: those
+    with the smallest seeded keys; the others get ``excluded_by = 'sampling'``."""
     limit = task.sampling.max_per_subject
     if limit is None or rows.height == 0:
         return rows

@@ -139,6 +139,21 @@ def task_from_aces(config: str | Path | Mapping[str, Any], *, prompt_token: str,
     return TaskDefinition.from_mapping(mapping, source=source)
 
 
+def _file_key(data: Mapping[str, Any], key: str, source: Path, what: str, missing: str, *,
+              required: bool) -> Path | None:
+    """The existing file a task-file key names, relative to the task file (None when optional and
+    absent); errors name the task file, the key, and the file as ``what`` / ``missing``."""
+    target = data.get(key)
+    if target is None and not required:
+        return None
+    if not isinstance(target, str) or not target.strip():
+        raise TaskDefinitionError(f"{source}: {key}: expected the path of an {what}; got {target!r}")
+    path = Path(target) if Path(target).is_absolute() else source.parent / target
+    if not path.is_file():
+        raise TaskDefinitionError(f"{source}: {key}: no such {missing}: {path}")
+    return path
+
+
 def task_from_aces_file(data: Mapping[str, Any], *, source: str | Path) -> TaskDefinition:
     """An ehrfm task file whose ``aces:`` key names an ACES config (``data`` is its parsed YAML).
 
@@ -154,20 +169,9 @@ def task_from_aces_file(data: Mapping[str, Any], *, source: str | Path) -> TaskD
     for key in ("name", "prompt_token"):
         if key not in data:
             raise TaskDefinitionError(f"{source}: {key}: required key is missing")
-    target = data[ACES_KEY]
-    if not isinstance(target, str) or not target.strip():
-        raise TaskDefinitionError(f"{source}: {ACES_KEY}: expected the path of an ACES task config; got {target!r}")
-    path = Path(target) if Path(target).is_absolute() else source.parent / target
-    if not path.is_file():
-        raise TaskDefinitionError(f"{source}: {ACES_KEY}: no such ACES task config: {path}")
-    predicates = data.get(ACES_PREDICATES_KEY)
-    if predicates is not None:
-        if not isinstance(predicates, str) or not predicates.strip():
-            raise TaskDefinitionError(f"{source}: {ACES_PREDICATES_KEY}: expected the path of an ACES predicates "
-                                      f"file; got {predicates!r}")
-        predicates = Path(predicates) if Path(predicates).is_absolute() else source.parent / predicates
-        if not predicates.is_file():
-            raise TaskDefinitionError(f"{source}: {ACES_PREDICATES_KEY}: no such predicates file: {predicates}")
+    path = _file_key(data, ACES_KEY, source, "ACES task config", "ACES task config", required=True)
+    predicates = _file_key(data, ACES_PREDICATES_KEY, source, "ACES predicates file", "predicates file",
+                           required=False)
     mapping = aces_to_mapping(with_predicates(read_aces_config(path), predicates, source=str(path)),
                               source=str(path))
     mapping = {"name": data["name"], "prompt_token": data["prompt_token"], **mapping}

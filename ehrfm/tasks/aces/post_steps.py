@@ -29,12 +29,11 @@ import polars as pl
 from ehrfm.schema import BOOLEAN_VALUE, CODE, DEATH_CODE, PREDICTION_TIME, SUBJECT_ID, TIME
 
 from ..definition import TaskDefinition
-from ..sampling import stable_keys
+from ..labeler import EXCLUDED_BY, sample_candidates
 
 __all__ = ["POST_STEPS", "apply_ehrfm_post_steps", "post_step_reasons"]
 
 POST_STEPS = ("after_death", "censored", "sampling")
-EXCLUDED_BY = "excluded_by"
 
 
 def post_step_reasons(labels: pl.DataFrame, task: TaskDefinition, events: pl.DataFrame | pl.LazyFrame,
@@ -62,14 +61,8 @@ def post_step_reasons(labels: pl.DataFrame, task: TaskDefinition, events: pl.Dat
         .when(~pl.col(BOOLEAN_VALUE) & (window_end > pl.col("_last"))).then(pl.lit("censored"))
         .otherwise(pl.lit(None, pl.String)).alias(EXCLUDED_BY)
     )
-    limit = task.sampling.max_per_subject
-    if sample and limit is not None and rows.height:
-        keys = stable_keys(rows[SUBJECT_ID], rows[PREDICTION_TIME], task.sampling.seed)
-        kept = pl.col(EXCLUDED_BY).is_null()
-        rank = pl.when(kept).then(pl.col("_key")).rank("ordinal").over(SUBJECT_ID)
-        rows = rows.with_columns(keys.alias("_key")).with_columns(
-            pl.when(kept & (rank > limit)).then(pl.lit("sampling")).otherwise(pl.col(EXCLUDED_BY))
-            .alias(EXCLUDED_BY))
+    if sample:
+        rows = sample_candidates(rows, task)  # the labeler's own sampling, on the rows still in
     return rows.select(SUBJECT_ID, PREDICTION_TIME, BOOLEAN_VALUE, EXCLUDED_BY)
 
 

@@ -90,6 +90,7 @@ from ehrfm.schema import BIRTH_CODE, DEATH_CODE
 
 from ..definition import TaskDefinitionError
 from ..durations import format_duration
+from ..labeler import DAYS_PER_YEAR
 
 __all__ = ["SPECIAL_PREDICATES", "AcesTranslationError", "aces_to_mapping", "looks_like_aces"]
 
@@ -98,7 +99,6 @@ SPECIAL_PREDICATES = (ANY_EVENT, RECORD_START, RECORD_END)
 TOP_LEVEL_KEYS = ("predicates", "trigger", "windows", "patient_demographics", "description", "metadata")
 WINDOW_KEYS = ("start", "end", "start_inclusive", "end_inclusive", "has", "label", "index_timestamp")
 _PLAIN_KEYS = ("code", "value_min", "value_max", "value_min_inclusive", "value_max_inclusive", "static")
-_DAYS_PER_YEAR = 365.25  # ehrfm's age unit (ehrfm.tasks.labeler)
 
 _SPECIAL_WHY = {
     RECORD_START: ("ACES's record starts at the subject's first timed event, MEDS_BIRTH included, while "
@@ -483,7 +483,7 @@ class _Translator:
                     history_prefixes += [p for p in prefixes if p not in history_prefixes]
                 elif (from_record_start and end.kind == "trigger" and end.offset <= offset and window.end_inclusive
                       and bounds == (1, None) and (codes, prefixes) == ([BIRTH_CODE], [])):
-                    years = (offset - end.offset) / dt.timedelta(days=_DAYS_PER_YEAR)
+                    years = (offset - end.offset) / dt.timedelta(days=DAYS_PER_YEAR)
                     min_age = years if min_age is None else max(min_age, years)
                 elif from_record_start and end == _Point("trigger", offset) and window.end_inclusive:
                     raise self.unsupported(place, f"the count range {bounds}",
